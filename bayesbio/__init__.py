@@ -1,0 +1,51 @@
+"""bayesbio: Bayesian inference for mechanistic models in biology and biomechanics.
+
+Write the mechanism (an ODE right-hand side) in plain ``jax.numpy``, declare priors and
+observations in a NumPyro model, and fit it with NUTS, SVI or a Laplace approximation; every
+runner returns an ``arviz.InferenceData``.
+"""
+
+import warnings as _warnings
+
+# ArviZ 0.23 announces its upcoming refactor on import; it says nothing about this package.
+_warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+
+__version__ = "0.1.0"
+
+from bayesbio import datasets, errors  # noqa: E402
+from bayesbio.infer import fit_laplace, fit_svi, sample_nuts  # noqa: E402
+from bayesbio.model import ModelSpec, bundled_models, load_model  # noqa: E402
+from bayesbio.observe import (  # noqa: E402
+    CombinedNoise,
+    LeftCensored,
+    LogNormalNoise,
+    NormalNoise,
+    ProportionalNoise,
+    StudentTNoise,
+    observe,
+)
+from bayesbio.ode import ODESolution, solve, solve_with_status  # noqa: E402
+from bayesbio.tables import require_columns  # noqa: E402
+
+__all__ = [
+    "CombinedNoise",
+    "LeftCensored",
+    "LogNormalNoise",
+    "ModelSpec",
+    "NormalNoise",
+    "ODESolution",
+    "ProportionalNoise",
+    "StudentTNoise",
+    "__version__",
+    "bundled_models",
+    "datasets",
+    "errors",
+    "fit_laplace",
+    "fit_svi",
+    "load_model",
+    "observe",
+    "sample_nuts",
+    "solve",
+    "solve_with_status",
+    "require_columns",
+]

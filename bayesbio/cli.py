@@ -1,0 +1,175 @@
+"""Command line: ``bayesbio fit | models``.
+
+Bad input ends the program with a one-line ``error: ...`` on stderr and exit status 2; a
+failure of the run itself exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["main", "write_netcdf_atomic"]
+
+
+def _positive_int(name, minimum=1):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} must be an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"--{name} must be >= {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--target-accept must be a number; got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--target-accept must be strictly between 0 and 1; got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bayesbio", description="Bayesian inference for mechanistic models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    fit = sub.add_parser("fit", help="fit a model and write its InferenceData (NetCDF)")
+    fit.add_argument("model", help="bundled model name (see `bayesbio models`) or path to a model script")
+    fit.add_argument("--data", help="data file given to the model's load_data (default: bundled data)")
+    fit.add_argument("--method", choices=["nuts", "svi", "laplace"], default="nuts")
+    fit.add_argument("--chains", type=_positive_int("chains"), default=4)
+    fit.add_argument("--warmup", type=_positive_int("warmup", 0), default=1000)
+    fit.add_argument("--samples", type=_positive_int("samples"), default=1000)
+    fit.add_argument("--seed", type=_positive_int("seed", 0), default=0)
+    fit.add_argument("--target-accept", type=_probability, default=0.8)
+    fit.add_argument("--chain-method", choices=["vectorized", "sequential", "parallel"], default=None,
+                     help="how chains share the machine (default: the fastest measured for this CPU)")
+    fit.add_argument("--guide", choices=["normal", "mvn", "lowrank", "flow"], default="mvn",
+                     help="SVI guide (with --method svi)")
+    fit.add_argument("--steps", type=_positive_int("steps"), default=20000, help="SVI steps")
+    fit.add_argument("--out", help="output NetCDF path (default: MODEL.nc)")
+    fit.add_argument("--force", action="store_true", help="replace an existing output file")
+    fit.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sub.add_parser("models", help="list the bundled models")
+    return parser
+
+
+def write_netcdf_atomic(idata, path: str | os.PathLike) -> Path:
+    """Write InferenceData to ``path`` via a temporary file in the same folder and a rename,
+    so a killed run never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp, engine="h5netcdf")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _configure_jax(float32: bool) -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", not float32)
+    cache = os.environ.get("BAYESBIO_CACHE_DIR", str(Path.home() / ".cache" / "bayesbio" / "jax"))
+    if cache and cache.lower() != "off":
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _cmd_models(args) -> int:
+    from bayesbio.model import bundled_models
+
+    for name, description in bundled_models().items():
+        print(f"{name:24s} {description}")
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    out = Path(args.out or f"{Path(args.model).stem}.nc")
+    if out.exists() and not args.force:
+        raise _UsageError(f"--out: '{out}' exists; pass --force to replace it")
+    _configure_jax(args.float32)
+    import arviz as az
+
+    import bayesbio as bb
+
+    progress = False if args.no_progress else None
+    t0 = time.perf_counter()
+    if args.method == "nuts":
+        kwargs = {}
+        if args.chain_method:
+            kwargs["chain_method"] = args.chain_method
+        idata = bb.sample_nuts(
+            args.model, args.data, chains=args.chains, warmup=args.warmup, samples=args.samples,
+            seed=args.seed, target_accept=args.target_accept, progress=progress, **kwargs,
+        )
+    elif args.method == "svi":
+        idata = bb.fit_svi(args.model, args.data, guide=args.guide, steps=args.steps,
+                           samples=args.samples, seed=args.seed, progress=progress)
+    else:
+        idata = bb.fit_laplace(args.model, args.data, samples=args.samples, seed=args.seed)
+    write_netcdf_atomic(idata, out)
+    post = idata.posterior
+    names = [v for v in post.data_vars if post[v].ndim <= 3]
+    print(az.summary(idata, var_names=names).to_string())
+    attrs = post.attrs
+    stats = idata.sample_stats
+    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    failures = int(stats["solver_failures"].sum()) if "solver_failures" in stats else 0
+    print(
+        f"\n{args.method}: compile {attrs.get('compile_seconds', 0):.1f} s, warm-up "
+        f"{attrs.get('warmup_seconds', 0):.1f} s, sampling {attrs.get('sampling_seconds', 0):.1f} s; "
+        f"divergences {div}, solver failures {failures}; total {time.perf_counter() - t0:.1f} s"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from bayesbio.errors import BayesbioError
+
+    try:
+        if args.command == "models":
+            return _cmd_models(args)
+        return _cmd_fit(args)
+    except (_UsageError, BayesbioError) as exc:
+        sys.stderr.write(f"error: {str(exc).splitlines()[0]}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

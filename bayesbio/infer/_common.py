@@ -1,0 +1,216 @@
+"""Pieces shared by the runners: preparing a model, failure bookkeeping, run metadata."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import numpyro
+from numpyro import handlers
+
+from bayesbio.errors import BayesbioError, ModelError, OptionError, describe
+from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
+from bayesbio.observe import _OBS_KEY
+from bayesbio.ode import FAILURE_SITE_SUFFIX, _failure_context, _FailureContext
+
+
+@dataclass
+class Prepared:
+    """A model with validated data and what an eager trace told us about it."""
+
+    spec: ModelSpec
+    data: dict[str, Any]
+    observed: dict[str, np.ndarray]  # observed site -> data (NaN where missing)
+    latent: list[str]
+    deterministic: list[str]
+    dims: dict[str, list[str]]
+    coords: dict[str, list]
+    fingerprint: str
+
+
+def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
+    """Resolve the model, load and validate its data, and trace it once to catch bad input.
+
+    The trace runs abstractly (``jax.eval_shape``) with the data held concrete, so the checks
+    of :func:`bayesbio.observe` and :func:`bayesbio.solve` see real values but nothing is
+    compiled.
+    """
+    if callable(model) and not isinstance(model, (str, ModelSpec)):
+        if data is None:
+            raise ModelError("a bare model function needs its data: pass data=...")
+        spec = ModelSpec(name=getattr(model, "__name__", "model"), model=model, load_data=lambda path=None: data)
+    else:
+        spec = load_model(model)
+    if data is None:
+        data = spec.load_data(None)
+    elif isinstance(data, (str, os.PathLike)):
+        data = spec.load_data(str(data))
+    data = validate_data(data, model_name=spec.name)
+
+    observed: dict[str, np.ndarray] = {}
+    latent: list[str] = []
+    deterministic: list[str] = []
+
+    def run():
+        tr = handlers.trace(handlers.seed(spec.model, 0)).get_trace(data)
+        for name, site in tr.items():
+            if site["type"] == "deterministic":
+                deterministic.append(name)
+            if site["type"] != "sample" or name.endswith(FAILURE_SITE_SUFFIX):
+                continue
+            if site["is_observed"]:
+                obs = (site.get("infer") or {}).get(_OBS_KEY, site["value"])
+                observed[name] = np.asarray(obs, dtype=float)
+            else:
+                latent.append(name)
+        return 0.0
+
+    try:
+        jax.eval_shape(run)
+    except BayesbioError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"model '{spec.name}' failed when traced with its data: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not observed:
+        raise ModelError(f"model '{spec.name}' observes no data (no site with obs=...)")
+    if not latent:
+        raise ModelError(f"model '{spec.name}' has no latent variables to infer")
+    all_dims = {k: list(v) for k, v in spec.dims.items()}
+    all_dims.update({k: list(v) for k, v in (dims or {}).items()})
+    all_coords = spec.coords_for(data)
+    all_coords.update({k: list(v) for k, v in (coords or {}).items()})
+    return Prepared(
+        spec=spec, data=data, observed=observed, latent=latent, deterministic=deterministic, dims=all_dims,
+        coords=all_coords, fingerprint=data_fingerprint(data),
+    )
+
+
+class FailureLog:
+    """Host-side tally of failed ODE/PDE solves, keyed by (chain, iteration)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[int, int], int] = defaultdict(int)
+
+    def record(self, chain, iteration, failed) -> None:
+        if not bool(np.asarray(failed)):
+            return
+        key = (int(np.asarray(chain)), int(np.asarray(iteration)))
+        with self._lock:
+            self.counts[key] += 1
+
+    def per_draw(self, chains: int, start: int, length: int) -> np.ndarray:
+        """Counts for iterations ``start .. start+length-1`` of every chain, shape (chains, length)."""
+        jax.effects_barrier()
+        out = np.zeros((chains, length), dtype=np.int64)
+        with self._lock:
+            for (c, it), n in self.counts.items():
+                if 0 <= c < chains and start <= it < start + length:
+                    out[c, it - start] += n
+        return out
+
+    def total(self) -> int:
+        jax.effects_barrier()
+        with self._lock:
+            return int(sum(self.counts.values()))
+
+
+def with_failure_context(model: Callable, log: FailureLog) -> Callable:
+    """Wrap ``model(data)`` so solves inside it report failures as (chain, iteration)."""
+
+    def wrapped(*args, _bb_chain=-1, _bb_iteration=-1, **kwargs):
+        token = _failure_context.set(_FailureContext(_bb_chain, _bb_iteration, log.record))
+        try:
+            return model(*args, **kwargs)
+        finally:
+            _failure_context.reset(token)
+
+    return wrapped
+
+
+def strip_failure_sites(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not k.endswith(FAILURE_SITE_SUFFIX)}
+
+
+def software_versions() -> dict[str, str]:
+    import arviz
+    import diffrax
+
+    import bayesbio
+
+    return {
+        "bayesbio": bayesbio.__version__,
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "diffrax": diffrax.__version__,
+        "arviz": arviz.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_attrs(prepared: Prepared, method: str, settings: dict, seed: int, timings: dict) -> dict:
+    """Attributes stored on the posterior group (netCDF-safe scalars and strings)."""
+    import json
+
+    attrs = {
+        "model": prepared.spec.name,
+        "model_source": prepared.spec.source or prepared.spec.name,
+        "method": method,
+        "seed": int(seed),
+        "data_fingerprint": prepared.fingerprint,
+        "settings": json.dumps(settings, sort_keys=True),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "x64": int(bool(jax.config.jax_enable_x64)),
+        "platform": jax.default_backend(),
+    }
+    for k, v in software_versions().items():
+        attrs[f"version_{k}"] = v
+    for k, v in timings.items():
+        attrs[k] = float(v)
+    return attrs
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Progress bars only on an interactive terminal outside CI, unless asked explicitly."""
+    if progress is not None:
+        return bool(progress)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return False
+    return sys.stderr.isatty()
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise OptionError(f"'{name}' must be an integer >= {minimum}; got {describe(value)}")
+    return int(value)
+
+
+def check_probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value < 1.0):
+        raise OptionError(f"'{name}' must be a number strictly between 0 and 1; got {describe(value)}")
+    return float(value)
+
+
+def check_seed(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise OptionError(f"'seed' must be a non-negative integer; got {describe(value)}")
+    return int(value)
+
+
+@dataclass
+class Draws:
+    """Constrained posterior draws with shape (chains, draws, ...) per variable."""
+
+    values: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)

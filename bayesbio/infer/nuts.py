@@ -1,0 +1,318 @@
+"""NUTS runner: NumPyro's NUTS kernel driven in compiled chunks.
+
+The sampling loop runs as compiled ``lax.scan`` chunks of ``chunk_size`` iterations, so
+Python is touched only between chunks (progress bar, timing, checkpoints). The same compiled
+chunk serves warm-up and sampling (NumPyro's kernel switches adaptation off by iteration
+count), so there is exactly one compilation per run.
+
+Chain methods:
+
+``"vectorized"``
+    all chains advance together in one ``vmap``-ed computation (per-op overhead amortised;
+    chains wait for the longest trajectory of each iteration);
+``"sequential"``
+    one chain after the other, one compilation;
+``"parallel"``
+    chains spread over the local devices with ``pmap`` (set
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts to get N CPU
+    devices); groups of ``n_devices`` chains run one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import init_to_uniform
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import initialize_model
+
+from bayesbio.errors import OptionError, describe
+from bayesbio.infer._common import (
+    FailureLog,
+    check_positive_int,
+    check_probability,
+    check_seed,
+    prepare,
+    run_attrs,
+    show_progress,
+    with_failure_context,
+)
+from bayesbio.infer._idata import build_inference_data
+
+__all__ = ["CHAIN_METHODS", "sample_nuts"]
+
+CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+
+
+def _tree_index(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _tree_stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _tree_concat(trees, axis):
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
+
+
+class _Sampler:
+    """Compiled NUTS chunks for one model and data."""
+
+    def __init__(self, prepared, *, log, target_accept, dense_mass, max_tree_depth, warmup, init_strategy):
+        self.prepared = prepared
+        self.model = with_failure_context(prepared.spec.model, log)
+        self.warmup = warmup
+        self.options = dict(
+            target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth
+        )
+        self.init_strategy = init_strategy
+
+    def initial_states(self, keys):
+        """Find valid starting points (one per chain) and initialise the kernel."""
+        chains = keys.shape[0]
+        init_keys, kernel_keys = keys[:, 0], keys[:, 1]
+        params, potential_gen, postprocess_gen, _ = initialize_model(
+            init_keys,
+            self.model,
+            init_strategy=self.init_strategy,
+            dynamic_args=True,
+            model_args=(self.prepared.data,),
+            model_kwargs={},
+        )
+        self.postprocess_gen = postprocess_gen
+        init_kernel, self.sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+        data = self.prepared.data
+
+        def init_one(param_info, key):
+            return init_kernel(
+                param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **self.options
+            )
+
+        states = [init_one(_tree_index(params, c), kernel_keys[c]) for c in range(chains)]
+        return _tree_stack(states)
+
+    def chunk_fn(self, chunk_size):
+        sample_kernel = self.sample_kernel
+
+        def chunk(state, chain, n_active, data):
+            def body(s, k):
+                def step(s):
+                    kwargs = {"_bb_chain": chain, "_bb_iteration": s.i}
+                    return sample_kernel(s, model_args=(data,), model_kwargs=kwargs)
+
+                s = jax.lax.cond(k < n_active, step, lambda s: s, s)
+                out = {
+                    "z": s.z,
+                    "potential_energy": s.potential_energy,
+                    "energy": s.energy,
+                    "num_steps": s.num_steps,
+                    "accept_prob": s.accept_prob,
+                    "diverging": s.diverging,
+                    "step_size": s.adapt_state.step_size,
+                }
+                return s, out
+
+            return jax.lax.scan(body, state, jnp.arange(chunk_size))
+
+        return chunk
+
+    def constrain(self, z_draws):
+        """Unconstrained draws (chains, draws, ...) -> constrained + deterministic sites."""
+        fn = self.postprocess_gen(self.prepared.data)
+        chains, draws = jax.tree_util.tree_leaves(z_draws)[0].shape[:2]
+        flat = jax.tree_util.tree_map(lambda x: x.reshape((chains * draws,) + x.shape[2:]), z_draws)
+        out = jax.jit(jax.vmap(fn))(flat)
+        return {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in out.items()}
+
+
+def sample_nuts(
+    model,
+    data=None,
+    *,
+    chains: int = 4,
+    warmup: int = 1000,
+    samples: int = 1000,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    dense_mass: bool = False,
+    max_tree_depth: int = 10,
+    chain_method: str = "vectorized",
+    chunk_size: int = 50,
+    init_strategy=None,
+    progress: bool | None = None,
+    dims=None,
+    coords=None,
+):
+    """Sample the posterior of a model with NUTS and return an ``arviz.InferenceData``.
+
+    Parameters
+    ----------
+    model : str, ModelSpec or callable
+        Bundled model name, path of a model script, a :class:`~bayesbio.ModelSpec`, or a
+        NumPyro model function ``model(data)`` (then ``data`` is required).
+    data : dict, path or None
+        The data; ``None`` loads the model's bundled default, a path is given to its
+        ``load_data``.
+    chains, warmup, samples : int
+        Number of chains, warm-up (adaptation) iterations per chain, kept draws per chain.
+    seed : int
+        Seed of every random choice (initial points, momenta, predictive draws).
+    target_accept : float
+        Target acceptance probability of step-size adaptation (raise it, e.g. 0.95, when
+        there are divergences).
+    dense_mass : bool
+        Adapt a dense (True) or diagonal (False) mass matrix.
+    max_tree_depth : int
+        Maximum NUTS tree depth (at most ``2**max_tree_depth - 1`` leapfrog steps).
+    chain_method : {"vectorized", "sequential", "parallel"}
+        How chains share the machine (see the module docstring).
+    chunk_size : int
+        Iterations per compiled chunk (progress and checkpoint granularity).
+    init_strategy : callable, optional
+        A NumPyro init strategy; default: uniform in (-2, 2) on the unconstrained scale, as Stan.
+    progress : bool, optional
+        Show a progress bar; default only on an interactive terminal outside CI.
+    dims, coords : dict, optional
+        Extra dims/coords for the InferenceData (added to the model's own).
+
+    Returns
+    -------
+    arviz.InferenceData
+        Groups ``posterior`` (run settings, versions and wall times in its attrs),
+        ``sample_stats`` (``diverging``, ``solver_failures``, ``tree_depth``, ``step_size``,
+        ...), ``log_likelihood``, ``posterior_predictive`` and ``observed_data``.
+    """
+    chains = check_positive_int("chains", chains)
+    warmup = check_positive_int("warmup", warmup, minimum=0)
+    samples = check_positive_int("samples", samples)
+    seed = check_seed(seed)
+    target_accept = check_probability("target_accept", target_accept)
+    max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    if chain_method not in CHAIN_METHODS:
+        raise OptionError(f"'chain_method' must be one of {list(CHAIN_METHODS)}; got {describe(chain_method)}")
+    if not isinstance(dense_mass, bool):
+        raise OptionError(f"'dense_mass' must be True or False; got {describe(dense_mass)}")
+
+    t_start = time.perf_counter()
+    prepared = prepare(model, data, dims=dims, coords=coords)
+    log = FailureLog()
+    sampler = _Sampler(
+        prepared, log=log, target_accept=target_accept, dense_mass=dense_mass,
+        max_tree_depth=max_tree_depth, warmup=warmup,
+        init_strategy=init_strategy or init_to_uniform(radius=2.0),
+    )
+    key = jax.random.PRNGKey(seed)
+    key_chains, key_predictive = jax.random.split(key)
+    chain_keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
+    states = sampler.initial_states(chain_keys)
+    chunk = sampler.chunk_fn(chunk_size)
+    data = prepared.data
+    chain_ids = jnp.arange(chains, dtype=jnp.int32)
+
+    if chain_method == "vectorized":
+        groups = [np.arange(chains)]
+        mapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
+    elif chain_method == "parallel":
+        n_dev = jax.local_device_count()
+        groups = [np.arange(chains)[i : i + n_dev] for i in range(0, chains, n_dev)]
+        mapped = jax.pmap(chunk, in_axes=(0, 0, None, None))
+    else:
+        groups = [np.array([c]) for c in range(chains)]
+        mapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
+
+    compiled = {}
+
+    def compile_for(size):
+        if size not in compiled:
+            example = _tree_index(states, slice(0, size))
+            if chain_method == "parallel":
+                compiled[size] = mapped  # pmap compiles on first call
+                jax.block_until_ready(mapped(example, chain_ids[:size], jnp.int32(0), data))
+            else:
+                compiled[size] = jax.jit(mapped).lower(example, chain_ids[:size], jnp.int32(0), data).compile()
+        return compiled[size]
+
+    for g in groups:
+        compile_for(len(g))
+    t_compiled = time.perf_counter()
+
+    total = warmup + samples
+    use_bar = show_progress(progress)
+    bar = None
+    if use_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total * len(groups), desc=f"NUTS {chain_method} x{chains}", unit="it")
+
+    warmup_seconds = 0.0
+    sampling_seconds = 0.0
+    kept: list[Any] = []  # per group: dict of (group_chains, samples, ...)
+    for g in groups:
+        fn = compile_for(len(g))
+        state = _tree_index(states, slice(int(g[0]), int(g[-1]) + 1))
+        ids = chain_ids[int(g[0]) : int(g[-1]) + 1]
+        collected = []
+        done = 0
+        while done < total:
+            # chunks never straddle the warm-up/sampling boundary, so timings are exact
+            boundary = warmup if done < warmup else total
+            n = min(chunk_size, boundary - done)
+            t0 = time.perf_counter()
+            state, out = fn(state, ids, jnp.int32(n), data)
+            out = jax.device_get(out)
+            dt = time.perf_counter() - t0
+            if done < warmup:
+                warmup_seconds += dt
+            else:
+                sampling_seconds += dt
+                collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
+            done += n
+            if bar is not None:
+                bar.update(n)
+        kept.append(_tree_concat(collected, axis=1))
+    if bar is not None:
+        bar.close()
+    draws = _tree_concat(kept, axis=0)
+
+    posterior = sampler.constrain(draws["z"])
+    failures = log.per_draw(chains, warmup, samples)
+    warmup_failures = log.per_draw(chains, 0, warmup).sum(axis=1) if warmup else np.zeros(chains, int)
+    num_steps = np.asarray(draws["num_steps"])
+    tree_depth = np.ceil(np.log2(num_steps + 1)).astype(np.int64)
+    sample_stats = {
+        "lp": -np.asarray(draws["potential_energy"]),
+        "energy": np.asarray(draws["energy"]),
+        "diverging": np.asarray(draws["diverging"]),
+        "n_steps": num_steps,
+        "tree_depth": tree_depth,
+        "reached_max_treedepth": tree_depth >= max_tree_depth,
+        "acceptance_rate": np.asarray(draws["accept_prob"]),
+        "step_size": np.asarray(draws["step_size"]),
+        "solver_failures": failures,
+    }
+    timings = {
+        "compile_seconds": t_compiled - t_start,
+        "warmup_seconds": warmup_seconds,
+        "sampling_seconds": sampling_seconds,
+    }
+    settings = dict(
+        chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
+        dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,
+        chunk_size=chunk_size,
+    )
+    attrs = run_attrs(prepared, "nuts", settings, seed, timings)
+    attrs["gradient_evaluations"] = int(num_steps.sum())
+    attrs["warmup_solver_failures"] = int(warmup_failures.sum())
+    t_post = time.perf_counter()
+    idata = build_inference_data(
+        prepared, posterior, sample_stats=sample_stats, attrs=attrs, rng_key=key_predictive,
+        per_chain_stats={"warmup_solver_failures": warmup_failures},
+    )
+    idata.posterior.attrs["postprocess_seconds"] = time.perf_counter() - t_post
+    return idata

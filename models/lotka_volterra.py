@@ -1,0 +1,69 @@
+"""Lotka–Volterra predator–prey model of the Hudson's Bay lynx and hare pelts (1900–1920).
+
+Exactly the posteriordb posterior ``hudson_lynx_hare-lotka_volterra`` (Carpenter's Stan case
+study):
+
+    du/dt = (alpha - beta v) u        (hare)
+    dv/dt = (-gamma + delta u) v      (lynx)
+
+    theta[alpha, gamma] ~ Normal(1, 0.5) truncated to > 0
+    theta[beta, delta]  ~ Normal(0.05, 0.05) truncated to > 0
+    z_init ~ LogNormal(log 10, 1);  sigma ~ LogNormal(-1, 1)
+    y_init[k] ~ LogNormal(log z_init[k], sigma[k]);  y[:, k] ~ LogNormal(log z[:, k], sigma[k])
+
+Posterior variables are named as in posteriordb: ``theta`` (alpha, beta, gamma, delta),
+``z_init`` (hare, lynx), ``sigma`` (hare, lynx).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+
+import bayesbio as bb
+
+description = "Lotka–Volterra predator–prey ODE on the Hudson Bay lynx–hare pelts (posteriordb)"
+
+dims = {
+    "theta": ["parameter"],
+    "z_init": ["species"],
+    "sigma": ["species"],
+    "y_init": ["species"],
+    "y": ["time", "species"],
+}
+
+
+def coords(data):
+    return {
+        "parameter": ["alpha", "beta", "gamma", "delta"],
+        "species": ["hare", "lynx"],
+        "time": 1900 + np.asarray(data["ts"]),
+    }
+
+
+def load_data(path=None):
+    """Hare and lynx pelts (thousands); time in years since 1900. ``path``: a CSV like the bundled one."""
+    table = bb.datasets.load("lynx_hare") if path is None else pd.read_csv(path)
+    bb.require_columns(table, ["year", "hare_pelts_thousands", "lynx_pelts_thousands"], source=path or "lynx_hare")
+    counts = table[["hare_pelts_thousands", "lynx_pelts_thousands"]].to_numpy(float)
+    years = table["year"].to_numpy(float)
+    return {"ts": years[1:] - years[0], "y_init": counts[0], "y": counts[1:]}
+
+
+def rhs(t, z, theta):
+    hare, lynx = z[0], z[1]
+    alpha, beta, gamma, delta = theta[0], theta[1], theta[2], theta[3]
+    return jnp.stack([(alpha - beta * lynx) * hare, (-gamma + delta * hare) * lynx])
+
+
+def model(data):
+    loc = jnp.array([1.0, 0.05, 1.0, 0.05])
+    scale = jnp.array([0.5, 0.05, 0.5, 0.05])
+    theta = numpyro.sample("theta", dist.TruncatedNormal(loc, scale, low=0.0))
+    z_init = numpyro.sample("z_init", dist.LogNormal(jnp.log(10.0), 1.0).expand([2]))
+    sigma = numpyro.sample("sigma", dist.LogNormal(-1.0, 1.0).expand([2]))
+    # tolerances and step budget of the posteriordb Stan model (integrate_ode_rk45 1e-5, 1e-3, 500)
+    z = bb.solve(rhs, z_init, data["ts"], theta, rtol=1e-5, atol=1e-3, max_steps=500)
+    bb.observe("y_init", bb.LogNormalNoise(z_init, sigma), obs=data["y_init"])
+    bb.observe("y", bb.LogNormalNoise(z, sigma), obs=data["y"])
