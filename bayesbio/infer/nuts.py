@@ -52,10 +52,6 @@ def _tree_index(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def _tree_stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def _tree_concat(trees, axis):
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
 
@@ -74,7 +70,6 @@ class _Sampler:
 
     def initial_states(self, keys):
         """Find valid starting points (one per chain) and initialise the kernel."""
-        chains = keys.shape[0]
         init_keys, kernel_keys = keys[:, 0], keys[:, 1]
         params, potential_gen, postprocess_gen, _ = initialize_model(
             init_keys,
@@ -93,8 +88,7 @@ class _Sampler:
                 param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **self.options
             )
 
-        states = [init_one(_tree_index(params, c), kernel_keys[c]) for c in range(chains)]
-        return _tree_stack(states)
+        return jax.jit(jax.vmap(init_one))(params, kernel_keys)
 
     def chunk_fn(self, chunk_size):
         sample_kernel = self.sample_kernel
