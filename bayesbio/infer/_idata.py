@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +13,9 @@ from numpyro.infer import Predictive
 from numpyro.infer.util import log_likelihood
 
 from bayesbio.infer._common import Prepared, strip_failure_sites
+
+if TYPE_CHECKING:
+    import arviz as az
 
 
 class _Unobserve(numpyro.primitives.Messenger):
@@ -76,8 +78,10 @@ def build_inference_data(
     rng_key,
     per_chain_stats: Mapping[str, np.ndarray] | None = None,
     extra_groups: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-) -> az.InferenceData:
+) -> "az.InferenceData":
     """posterior (+ deterministic), sample_stats, log_likelihood, posterior_predictive, observed_data."""
+    import arviz as az  # imported here: it costs ~2.5 s and is needed only once draws exist
+
     posterior = {k: np.asarray(v) for k, v in strip_failure_sites(posterior).items()}
     ll, pp = predictive_groups(prepared, posterior, rng_key)
     dims = {k: v for k, v in prepared.dims.items()}

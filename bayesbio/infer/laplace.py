@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 import warnings
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,6 +180,8 @@ def fit_laplace(
     constrain = jax.jit(jax.vmap(lambda x: postprocess(unravel(x))))
     posterior = {k: np.asarray(v)[None] for k, v in constrain(z).items()}
     finite = np.isfinite(log_w)
+    import arviz as az
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, pareto_k = az.psislw(np.where(finite, log_w, -np.inf))
