@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## demo: fit the bundled Lotka–Volterra model (4 chains x 1000 warm-up x 1000 draws) and print the summary
+## demo: fit the bundled Lotka–Volterra model (4 chains x 1000 warm-up x 1000 draws), print the
+##       summary and write the HTML diagnostics report
 demo: $(STAMP)
-	$(BIN)/bayesbio fit lotka_volterra --out results/lotka_volterra.nc --force
+	$(BIN)/bayesbio fit lotka_volterra --out results/lotka_volterra.nc --force --report results/lotka_volterra.html
 
 ## test: the default (fast) test tier, including the tutorials in fast mode
 test: $(STAMP)

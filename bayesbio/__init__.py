@@ -27,6 +27,20 @@ from bayesbio.observe import (  # noqa: E402
 from bayesbio.ode import ODESolution, solve, solve_with_status  # noqa: E402
 from bayesbio.tables import require_columns  # noqa: E402
 
+
+
+def __getattr__(name):  # bayesbio.report imports matplotlib and arviz: load it on first use
+    if name == "report":
+        import importlib
+
+        return importlib.import_module("bayesbio.report")
+    if name == "write_report":
+        from bayesbio.report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'bayesbio' has no attribute {name!r}")
+
+
 __all__ = [
     "CombinedNoise",
     "LeftCensored",
@@ -44,8 +58,10 @@ __all__ = [
     "fit_svi",
     "load_model",
     "observe",
+    "report",
     "sample_nuts",
     "solve",
     "solve_with_status",
     "require_columns",
+    "write_report",
 ]

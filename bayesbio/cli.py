@@ -1,4 +1,4 @@
-"""Command line: ``bayesbio fit | models``.
+"""Command line: ``bayesbio fit | models | report``.
 
 Bad input ends the program with a one-line ``error: ...`` on stderr and exit status 2; a
 failure of the run itself exits with status 1.
@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--samples", type=_positive_int("samples"), default=1000)
     fit.add_argument("--seed", type=_positive_int("seed", 0), default=0)
     fit.add_argument("--target-accept", type=_probability, default=0.8)
-    fit.add_argument("--chain-method", choices=["vectorized", "sequential", "parallel"], default=None,
-                     help="how chains share the machine (default: the fastest measured for this CPU)")
+    fit.add_argument("--chain-method", choices=["auto", "vectorized", "sequential", "parallel"], default="auto",
+                     help="how chains share the machine (default auto: one chain per CPU core)")
     fit.add_argument("--guide", choices=["normal", "mvn", "lowrank", "flow"], default="mvn",
                      help="SVI guide (with --method svi)")
     fit.add_argument("--steps", type=_positive_int("steps"), default=20000, help="SVI steps")
@@ -68,8 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--force", action="store_true", help="replace an existing output file")
     fit.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument("--report", metavar="PATH.html", help="also write the HTML diagnostics report")
 
     sub.add_parser("models", help="list the bundled models")
+
+    report = sub.add_parser("report", help="write an HTML diagnostics report of a results file")
+    report.add_argument("results", help="InferenceData NetCDF written by `bayesbio fit`")
+    report.add_argument("--out", help="output HTML path (default: RESULTS with the suffix .html)")
     return parser
 
 
@@ -122,12 +127,10 @@ def _cmd_fit(args) -> int:
     progress = False if args.no_progress else None
     t0 = time.perf_counter()
     if args.method == "nuts":
-        kwargs = {}
-        if args.chain_method:
-            kwargs["chain_method"] = args.chain_method
         idata = bb.sample_nuts(
             args.model, args.data, chains=args.chains, warmup=args.warmup, samples=args.samples,
-            seed=args.seed, target_accept=args.target_accept, progress=progress, **kwargs,
+            seed=args.seed, target_accept=args.target_accept, progress=progress,
+            chain_method=args.chain_method,
         )
     elif args.method == "svi":
         idata = bb.fit_svi(args.model, args.data, guide=args.guide, steps=args.steps,
@@ -148,20 +151,52 @@ def _cmd_fit(args) -> int:
         f"divergences {div}, solver failures {failures}; total {time.perf_counter() - t0:.1f} s"
     )
     print(f"wrote {out}")
+    if args.report:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from bayesbio.report import write_report
+
+        t_report = time.perf_counter()
+        path = write_report(idata, args.report)
+        print(f"wrote report {path} ({time.perf_counter() - t_report:.1f} s)")
     return 0
+
+
+def _cmd_report(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; figures are embedded as PNG
+    from bayesbio.report import report_main
+
+    return report_main(args)
 
 
 class _UsageError(Exception):
     pass
 
 
+def _expose_cpu_cores() -> None:
+    """One JAX CPU device per core, so chains can run in parallel.
+
+    JAX reads XLA_FLAGS when its backend starts (the first device query), not at import, so
+    this works as long as nothing has touched a device yet; a flag the user set wins."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(1, cores or 1)}".strip()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _expose_cpu_cores()
     from bayesbio.errors import BayesbioError
 
     try:
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_fit(args)
     except (_UsageError, BayesbioError) as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0]}\n")

@@ -173,6 +173,7 @@ def run_attrs(prepared: Prepared, method: str, settings: dict, seed: int, timing
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "x64": int(bool(jax.config.jax_enable_x64)),
         "platform": jax.default_backend(),
+        "deterministic_variables": json.dumps(sorted(prepared.deterministic)),
     }
     for k, v in software_versions().items():
         attrs[f"version_{k}"] = v

@@ -65,7 +65,8 @@ def predictive_groups(prepared: Prepared, samples: Mapping[str, np.ndarray], rng
         pp_parts.append(jax.device_get(simulate(part, keys[i])))
     ll = {k: np.concatenate([p[k] for p in ll_parts]) for k in names}
     pp = {k: np.concatenate([p[k] for p in pp_parts]) for k in names}
-    # missing observations contribute nothing; store NaN there so LOO ignores nothing silently
+    # masked (missing) observations have log-likelihood 0 here; observed_data keeps their NaN,
+    # so consumers (LOO in the report) can drop exactly those points
     return _unflatten(ll, chains, draws), _unflatten(pp, chains, draws)
 
 

@@ -7,6 +7,11 @@ count), so there is exactly one compilation per run.
 
 Chain methods:
 
+``"auto"`` (default)
+    ``"parallel"`` when JAX sees several local devices (the CLI exposes one CPU device per
+    core), else ``"sequential"``. On a 2-core CPU, lockstep vectorised chains measured slower
+    than one chain per core, because every iteration waits for the longest NUTS trajectory
+    (``benchmarks/README.md``).
 ``"vectorized"``
     all chains advance together in one ``vmap``-ed computation (per-op overhead amortised;
     chains wait for the longest trajectory of each iteration);
@@ -45,7 +50,7 @@ from bayesbio.infer._idata import build_inference_data
 
 __all__ = ["CHAIN_METHODS", "sample_nuts"]
 
-CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
 
 
 def _tree_index(tree, i):
@@ -135,7 +140,7 @@ def sample_nuts(
     target_accept: float = 0.8,
     dense_mass: bool = False,
     max_tree_depth: int = 10,
-    chain_method: str = "vectorized",
+    chain_method: str = "auto",
     chunk_size: int = 50,
     init_strategy=None,
     progress: bool | None = None,
@@ -163,7 +168,7 @@ def sample_nuts(
         Adapt a dense (True) or diagonal (False) mass matrix.
     max_tree_depth : int
         Maximum NUTS tree depth (at most ``2**max_tree_depth - 1`` leapfrog steps).
-    chain_method : {"vectorized", "sequential", "parallel"}
+    chain_method : {"auto", "vectorized", "sequential", "parallel"}
         How chains share the machine (see the module docstring).
     chunk_size : int
         Iterations per compiled chunk (progress and checkpoint granularity).
@@ -192,6 +197,8 @@ def sample_nuts(
         raise OptionError(f"'chain_method' must be one of {list(CHAIN_METHODS)}; got {describe(chain_method)}")
     if not isinstance(dense_mass, bool):
         raise OptionError(f"'dense_mass' must be True or False; got {describe(dense_mass)}")
+    if chain_method == "auto":
+        chain_method = "parallel" if jax.local_device_count() > 1 and chains > 1 else "sequential"
 
     t_start = time.perf_counter()
     prepared = prepare(model, data, dims=dims, coords=coords)
