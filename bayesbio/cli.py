@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument("--report", metavar="PATH.html", help="also write the HTML diagnostics report")
+    fit.add_argument("--checkpoint-every", type=_positive_int("checkpoint-every"), metavar="N",
+                     help="save the sampler state to OUT.ckpt every N iterations (NUTS)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue a killed run from OUT.ckpt (same model, data, seed and settings)")
 
     sub.add_parser("models", help="list the bundled models")
 
@@ -119,6 +123,11 @@ def _cmd_fit(args) -> int:
     out = Path(args.out or f"{Path(args.model).stem}.nc")
     if out.exists() and not args.force:
         raise _UsageError(f"--out: '{out}' exists; pass --force to replace it")
+    ckpt = out.with_name(out.name + ".ckpt")
+    if (args.checkpoint_every or args.resume) and args.method != "nuts":
+        raise _UsageError("--checkpoint-every/--resume: only NUTS runs are checkpointed")
+    if args.resume and not ckpt.is_file():
+        raise _UsageError(f"--resume: no checkpoint '{ckpt}' to resume from")
     _configure_jax(args.float32)
     import arviz as az
 
@@ -131,6 +140,8 @@ def _cmd_fit(args) -> int:
             args.model, args.data, chains=args.chains, warmup=args.warmup, samples=args.samples,
             seed=args.seed, target_accept=args.target_accept, progress=progress,
             chain_method=args.chain_method,
+            checkpoint=str(ckpt) if (args.checkpoint_every or args.resume) else None,
+            checkpoint_every=args.checkpoint_every, resume=args.resume,
         )
     elif args.method == "svi":
         idata = bb.fit_svi(args.model, args.data, guide=args.guide, steps=args.steps,
@@ -138,6 +149,7 @@ def _cmd_fit(args) -> int:
     else:
         idata = bb.fit_laplace(args.model, args.data, samples=args.samples, seed=args.seed)
     write_netcdf_atomic(idata, out)
+    ckpt.unlink(missing_ok=True)  # the result is safe on disk: the checkpoint has served
     post = idata.posterior
     names = [v for v in post.data_vars if post[v].ndim <= 3]
     print(az.summary(idata, var_names=names).to_string())

@@ -47,6 +47,7 @@ from bayesbio.infer._common import (
     with_failure_context,
 )
 from bayesbio.infer._idata import build_inference_data
+from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["CHAIN_METHODS", "sample_nuts"]
 
@@ -144,6 +145,9 @@ def sample_nuts(
     chunk_size: int = 50,
     init_strategy=None,
     progress: bool | None = None,
+    checkpoint: str | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     dims=None,
     coords=None,
 ):
@@ -176,6 +180,15 @@ def sample_nuts(
         A NumPyro init strategy; default: uniform in (-2, 2) on the unconstrained scale, as Stan.
     progress : bool, optional
         Show a progress bar; default only on an interactive terminal outside CI.
+    checkpoint : path, optional
+        File for sampler checkpoints (see :mod:`bayesbio.infer.checkpoint`).
+    checkpoint_every : int, optional
+        Save a checkpoint whenever at least this many iterations ran since the last one
+        (checked at chunk boundaries, so at most ``checkpoint_every + chunk_size - 1``
+        iterations are lost when a run is killed). Requires ``checkpoint``.
+    resume : bool
+        Continue from ``checkpoint``; the draws are bit-identical to an uninterrupted run with
+        the same seed and settings on the same machine.
     dims, coords : dict, optional
         Extra dims/coords for the InferenceData (added to the model's own).
 
@@ -199,6 +212,10 @@ def sample_nuts(
         raise OptionError(f"'dense_mass' must be True or False; got {describe(dense_mass)}")
     if chain_method == "auto":
         chain_method = "parallel" if jax.local_device_count() > 1 and chains > 1 else "sequential"
+    if (checkpoint_every is not None or resume) and checkpoint is None:
+        raise OptionError("'checkpoint' (a file path) is required with checkpoint_every or resume")
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
 
     t_start = time.perf_counter()
     prepared = prepare(model, data, dims=dims, coords=coords)
@@ -254,12 +271,33 @@ def sample_nuts(
     warmup_seconds = 0.0
     sampling_seconds = 0.0
     kept: list[Any] = []  # per group: dict of (group_chains, samples, ...)
-    for g in groups:
+    start_group, start_done, start_state, start_collected = 0, 0, None, []
+    identity = dict(
+        model=prepared.spec.name, data_fingerprint=prepared.fingerprint, seed=seed,
+        settings=dict(chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
+                      dense_mass=dense_mass, max_tree_depth=max_tree_depth,
+                      chain_method=chain_method, chunk_size=chunk_size),
+    )
+    if resume:
+        saved = load_checkpoint(checkpoint, expect=identity)
+        start_group, start_done = saved["group"], saved["done"]
+        start_state, start_collected, kept = saved["state"], list(saved["collected"]), list(saved["kept"])
+        warmup_seconds, sampling_seconds = saved["warmup_seconds"], saved["sampling_seconds"]
+        log.counts.update(saved["failures"])
+        if bar is not None:
+            bar.update(start_group * total + start_done)
+    since_checkpoint = 0
+    for gi, g in enumerate(groups):
+        if gi < start_group:
+            continue
         fn = compile_for(len(g))
         state = _tree_index(states, slice(int(g[0]), int(g[-1]) + 1))
         ids = chain_ids[int(g[0]) : int(g[-1]) + 1]
         collected = []
         done = 0
+        if gi == start_group and start_state is not None:
+            state = jax.tree_util.tree_map(jnp.asarray, start_state)
+            collected, done = start_collected, start_done
         while done < total:
             # chunks never straddle the warm-up/sampling boundary, so timings are exact
             boundary = warmup if done < warmup else total
@@ -274,8 +312,17 @@ def sample_nuts(
                 sampling_seconds += dt
                 collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
             done += n
+            since_checkpoint += n
             if bar is not None:
                 bar.update(n)
+            if checkpoint_every is not None and since_checkpoint >= checkpoint_every and done < total:
+                jax.effects_barrier()
+                save_checkpoint(checkpoint, dict(
+                    identity, group=gi, done=done, state=state, collected=collected, kept=kept,
+                    warmup_seconds=warmup_seconds, sampling_seconds=sampling_seconds,
+                    failures=dict(log.counts),
+                ))
+                since_checkpoint = 0
         kept.append(_tree_concat(collected, axis=1))
     if bar is not None:
         bar.close()
@@ -302,11 +349,7 @@ def sample_nuts(
         "warmup_seconds": warmup_seconds,
         "sampling_seconds": sampling_seconds,
     }
-    settings = dict(
-        chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
-        dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,
-        chunk_size=chunk_size,
-    )
+    settings = identity["settings"]
     attrs = run_attrs(prepared, "nuts", settings, seed, timings)
     attrs["gradient_evaluations"] = int(num_steps.sum())
     attrs["warmup_solver_failures"] = int(warmup_failures.sum())
