@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument("--report", metavar="PATH.html", help="also write the HTML diagnostics report")
+    fit.add_argument("--no-failure-count", action="store_true",
+                     help="do not count failed solves per draw (makes the compiled sampler cacheable)")
     fit.add_argument("--checkpoint-every", type=_positive_int("checkpoint-every"), metavar="N",
                      help="save the sampler state to OUT.ckpt every N iterations (NUTS)")
     fit.add_argument("--resume", action="store_true",
@@ -142,6 +144,7 @@ def _cmd_fit(args) -> int:
             chain_method=args.chain_method,
             checkpoint=str(ckpt) if (args.checkpoint_every or args.resume) else None,
             checkpoint_every=args.checkpoint_every, resume=args.resume,
+            count_solver_failures=not args.no_failure_count,
         )
     elif args.method == "svi":
         idata = bb.fit_svi(args.model, args.data, guide=args.guide, steps=args.steps,

@@ -62,12 +62,21 @@ def _tree_concat(trees, axis):
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
 
 
+def _ignore_context(model):
+    def wrapped(*args, _bb_chain=-1, _bb_iteration=-1, **kwargs):
+        return model(*args, **kwargs)
+
+    return wrapped
+
+
 class _Sampler:
     """Compiled NUTS chunks for one model and data."""
 
     def __init__(self, prepared, *, log, target_accept, dense_mass, max_tree_depth, warmup, init_strategy):
         self.prepared = prepared
-        self.model = with_failure_context(prepared.spec.model, log)
+        self.model = with_failure_context(prepared.spec.model, log) if log is not None else _ignore_context(
+            prepared.spec.model
+        )
         self.warmup = warmup
         self.options = dict(
             target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth
@@ -148,6 +157,7 @@ def sample_nuts(
     checkpoint: str | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    count_solver_failures: bool = True,
     dims=None,
     coords=None,
 ):
@@ -189,6 +199,12 @@ def sample_nuts(
     resume : bool
         Continue from ``checkpoint``; the draws are bit-identical to an uninterrupted run with
         the same seed and settings on the same machine.
+    count_solver_failures : bool
+        Count failed ODE/PDE solves per chain and draw (``sample_stats.solver_failures``).
+        The count travels through a host callback that fires only on failure. JAX never stores
+        programs with host callbacks in its persistent compilation cache, so set this to False
+        for the fastest second start (the failures still reject their proposals; they are
+        just not counted).
     dims, coords : dict, optional
         Extra dims/coords for the InferenceData (added to the model's own).
 
@@ -219,7 +235,7 @@ def sample_nuts(
 
     t_start = time.perf_counter()
     prepared = prepare(model, data, dims=dims, coords=coords)
-    log = FailureLog()
+    log = FailureLog() if count_solver_failures else None
     sampler = _Sampler(
         prepared, log=log, target_accept=target_accept, dense_mass=dense_mass,
         max_tree_depth=max_tree_depth, warmup=warmup,
@@ -283,7 +299,8 @@ def sample_nuts(
         start_group, start_done = saved["group"], saved["done"]
         start_state, start_collected, kept = saved["state"], list(saved["collected"]), list(saved["kept"])
         warmup_seconds, sampling_seconds = saved["warmup_seconds"], saved["sampling_seconds"]
-        log.counts.update(saved["failures"])
+        if log is not None:
+            log.counts.update(saved["failures"])
         if bar is not None:
             bar.update(start_group * total + start_done)
     since_checkpoint = 0
@@ -316,11 +333,12 @@ def sample_nuts(
             if bar is not None:
                 bar.update(n)
             if checkpoint_every is not None and since_checkpoint >= checkpoint_every and done < total:
-                jax.effects_barrier()
+                if log is not None:
+                    jax.effects_barrier()
                 save_checkpoint(checkpoint, dict(
                     identity, group=gi, done=done, state=state, collected=collected, kept=kept,
                     warmup_seconds=warmup_seconds, sampling_seconds=sampling_seconds,
-                    failures=dict(log.counts),
+                    failures=dict(log.counts) if log is not None else {},
                 ))
                 since_checkpoint = 0
         kept.append(_tree_concat(collected, axis=1))
@@ -329,8 +347,9 @@ def sample_nuts(
     draws = _tree_concat(kept, axis=0)
 
     posterior = sampler.constrain(draws["z"])
-    failures = log.per_draw(chains, warmup, samples)
-    warmup_failures = log.per_draw(chains, 0, warmup).sum(axis=1) if warmup else np.zeros(chains, int)
+    counted = log if log is not None else FailureLog()  # an empty tally when not counting
+    failures = counted.per_draw(chains, warmup, samples)
+    warmup_failures = counted.per_draw(chains, 0, warmup).sum(axis=1) if warmup else np.zeros(chains, int)
     num_steps = np.asarray(draws["num_steps"])
     tree_depth = np.ceil(np.log2(num_steps + 1)).astype(np.int64)
     sample_stats = {
@@ -342,8 +361,9 @@ def sample_nuts(
         "reached_max_treedepth": tree_depth >= max_tree_depth,
         "acceptance_rate": np.asarray(draws["accept_prob"]),
         "step_size": np.asarray(draws["step_size"]),
-        "solver_failures": failures,
     }
+    if count_solver_failures:
+        sample_stats["solver_failures"] = failures
     timings = {
         "compile_seconds": t_compiled - t_start,
         "warmup_seconds": warmup_seconds,
@@ -353,10 +373,11 @@ def sample_nuts(
     attrs = run_attrs(prepared, "nuts", settings, seed, timings)
     attrs["gradient_evaluations"] = int(num_steps.sum())
     attrs["warmup_solver_failures"] = int(warmup_failures.sum())
+    attrs["solver_failures_counted"] = int(count_solver_failures)
     t_post = time.perf_counter()
     idata = build_inference_data(
         prepared, posterior, sample_stats=sample_stats, attrs=attrs, rng_key=key_predictive,
-        per_chain_stats={"warmup_solver_failures": warmup_failures},
+        per_chain_stats={"warmup_solver_failures": warmup_failures} if count_solver_failures else None,
     )
     idata.posterior.attrs["postprocess_seconds"] = time.perf_counter() - t_post
     return idata
