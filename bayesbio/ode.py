@@ -262,7 +262,9 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         return sol.ys, _failed(sol, sol.ys)
 
     # Tangent directions of (y0, p): columns of [I_n | 0] in y and [0 | I_p] in p.
-    e_p = jnp.concatenate([jnp.zeros((n_p, n), dtype), jnp.eye(n_p, dtype=dtype)], axis=1)
+    # a NumPy constant: a jnp array here would be a tracer of an enclosing jit, captured by the
+    # custom-VJP function (breaks jax.grad(jax.jit(f)))
+    e_p = np.concatenate([np.zeros((n_p, n)), np.eye(n_p)], axis=1).astype(dtype)
 
     def coupled(t, state, p_flat):
         y, s = state
@@ -274,7 +276,7 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         return dy, ds
 
     def with_sensitivities(ts, t0, y0, p_flat):
-        s0 = jnp.concatenate([jnp.eye(n, dtype=dtype), jnp.zeros((n, n_p), dtype)], axis=1)
+        s0 = np.concatenate([np.eye(n), np.zeros((n, n_p))], axis=1).astype(dtype)
         if fused:
             def flat_coupled(t, x):
                 dy, ds = coupled(t, (x[:n], x[n:].reshape(n, n + n_p)), p_flat)
