@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -87,19 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def write_netcdf_atomic(idata, path: str | os.PathLike) -> Path:
     """Write InferenceData to ``path`` via a temporary file in the same folder and a rename,
     so a killed run never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp, engine="h5netcdf")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from bayesbio._io import write_atomic
+
+    return write_atomic(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def _configure_jax(float32: bool) -> None:

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from numpyro import handlers
 from numpyro.infer import Predictive
 from numpyro.infer.util import log_likelihood
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from bayesbio._io import write_atomic
 from bayesbio.report import figures
 from bayesbio.report.diagnostics import Analysis, Finding, analyse, diagnose, plot_components
 from bayesbio.report.html import render
@@ -118,19 +118,11 @@ def build_report(idata) -> tuple[str, Analysis]:
 
 
 def _write_atomic(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def write_report(idata, path: str | os.PathLike) -> Path:
