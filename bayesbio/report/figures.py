@@ -109,18 +109,24 @@ def trace_figure(idata, comps: dict[str, np.ndarray] | None = None) -> str | Non
     return to_png(fig)
 
 
+def _panel_grid(n: int, *, row_height: float):
+    """A figure with ``n`` panels on a grid of at most 4 columns (spare panels hidden)."""
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig = _figure(10, row_height * rows + 0.2)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def rank_figure(idata, comps: dict[str, np.ndarray] | None = None) -> str | None:
     """``az.plot_rank`` (rank histograms per chain: flat and alike when the chains mix)."""
     comps = plot_components(idata.posterior) if comps is None else comps
     if not comps or idata.posterior.sizes.get("chain", 1) < 2:
         return None
     n = len(comps)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig = _figure(10, 2.1 * rows + 0.2)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(n, row_height=2.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         az.plot_rank(_plot_idata(idata, comps), kind="bars", ax=axes[:n], show=False)
@@ -194,12 +200,7 @@ def density_figure(idata, comps: dict[str, np.ndarray] | None = None) -> str | N
     if not comps:
         return None
     n = len(comps)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig = _figure(10, 2.2 * rows + 0.2)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(n, row_height=2.2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         az.plot_posterior(_plot_idata(idata, comps), ax=axes[:n], textsize=8, show=False)
