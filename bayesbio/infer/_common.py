@@ -8,7 +8,7 @@ import platform
 import sys
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import jax
@@ -208,10 +208,3 @@ def check_seed(value) -> int:
         raise OptionError(f"'seed' must be a non-negative integer; got {describe(value)}")
     return int(value)
 
-
-@dataclass
-class Draws:
-    """Constrained posterior draws with shape (chains, draws, ...) per variable."""
-
-    values: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
