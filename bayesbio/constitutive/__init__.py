@@ -1,0 +1,1 @@
+"""Hyperelastic constitutive laws written as strain-energy functions, with kinematics and stresses."""

@@ -1,0 +1,1 @@
+"""Function-space priors and field inference for ill-posed inverse problems."""

@@ -1,0 +1,1 @@
+"""Population (hierarchical, patient-level) models with dosing events."""

@@ -1,0 +1,1 @@
+"""Bayesian model selection: LOO/WAIC, K-fold, stacking, model evidence and Bayes factors."""
