@@ -30,15 +30,18 @@ from __future__ import annotations
 import contextvars
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.flatten_util import ravel_pytree
 
 from bayesbio._rk45 import dopri5
+from bayesbio._rosenbrock import RODAS3, RODAS4, rosenbrock, rosenbrock_sensitivities
 from bayesbio.errors import OptionError, SolverError, describe
 
 __all__ = [
@@ -54,8 +57,9 @@ __all__ = [
 FORWARD_SENSITIVITY_LIMIT = 400
 
 #: Solvers by name. ``"rk45"`` (default) is bayesbio's fused Dormand–Prince 5(4) loop
-#: (:mod:`bayesbio._rk45`), used with forward sensitivities; with the adjoint method it maps to
-#: diffrax's Dopri5 (the same scheme). The others are diffrax's: explicit Runge–Kutta for
+#: (:mod:`bayesbio._rk45`) and ``"rodas3"``/``"rodas4"`` its fused Rosenbrock loops for small stiff systems
+#: (:mod:`bayesbio._rosenbrock`), both used with forward sensitivities; with the adjoint method
+#: they map to diffrax's Dopri5, Kvaerno3 and Kvaerno5. The others are diffrax's: explicit Runge–Kutta for
 #: non-stiff problems, ESDIRK (L-stable) for stiff ones.
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "rk45": diffrax.Dopri5,
@@ -64,6 +68,16 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "dopri8": diffrax.Dopri8,
     "kvaerno3": diffrax.Kvaerno3,
     "kvaerno5": diffrax.Kvaerno5,
+    "rodas3": diffrax.Kvaerno3,
+    "rodas4": diffrax.Kvaerno5,
+}
+
+# bayesbio's own fused loops, used with forward sensitivities (with the adjoint method a
+# fused name maps to the diffrax solver of the same kind in SOLVERS)
+_ROSENBROCK = {"rodas3": RODAS3, "rodas4": RODAS4}
+_FUSED = {
+    "rk45": dopri5,
+    **{name: partial(rosenbrock, tableau=tab) for name, tab in _ROSENBROCK.items()},
 }
 
 _SENSITIVITIES = ("auto", "forward", "adjoint")
@@ -235,7 +249,11 @@ def _solve_adjoint(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
 
 
 def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
-    """Forward sensitivities behind a custom VJP; differentiable in y0, params, ts and t0."""
+    """Forward sensitivities behind a custom VJP; differentiable in y0, params, ts and t0.
+
+    Only the sensitivity columns of inputs that are actually differentiated are integrated
+    (the custom VJP uses symbolic zeros): a constant initial state costs no sensitivities.
+    """
     flat_p, unravel = ravel_pytree(params)
     n = y0.shape[0]
     n_p = flat_p.shape[0]
@@ -246,11 +264,9 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
     def f(t, y, p_flat):
         return rhs(t, y, unravel(p_flat))
 
-    fused = solver == "rk45"
-
     def plain(ts, t0, y0, p_flat):
-        if fused:
-            ys, failed, _ = dopri5(
+        if solver in _FUSED:
+            ys, failed, _ = _FUSED[solver](
                 lambda t, y: f(t, y, p_flat), t0, y0, ts, rtol=rtol, atol=atol, max_steps=max_steps
             )
             return ys, failed
@@ -261,30 +277,43 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         )
         return sol.ys, _failed(sol, sol.ys)
 
-    # Tangent directions of (y0, p): columns of [I_n | 0] in y and [0 | I_p] in p.
-    # a NumPy constant: a jnp array here would be a tracer of an enclosing jit, captured by the
-    # custom-VJP function (breaks jax.grad(jax.jit(f)))
-    e_p = np.concatenate([np.zeros((n_p, n)), np.eye(n_p)], axis=1).astype(dtype)
+    def with_sensitivities(ts, t0, y0, p_flat, wrt_y0, wrt_p):
+        """States and sensitivities in the columns [y0 (if wrt_y0) | p (if wrt_p)]."""
+        # NumPy constants: jnp arrays here would be tracers of an enclosing jit captured by
+        # the custom-VJP function (breaks jax.grad(jax.jit(f)))
+        s0_blocks, e_blocks = [], []
+        if wrt_y0:
+            s0_blocks.append(np.eye(n))
+            e_blocks.append(np.zeros((n_p, n)))
+        if wrt_p:
+            s0_blocks.append(np.zeros((n, n_p)))
+            e_blocks.append(np.eye(n_p))
+        s0 = np.concatenate(s0_blocks, axis=1).astype(dtype)
+        e_p = np.concatenate(e_blocks, axis=1).astype(dtype)
+        k = s0.shape[1]
+        if solver in _ROSENBROCK:
+            return rosenbrock_sensitivities(
+                f, t0, y0, s0, ts, p_flat, e_p, rtol=rtol, atol=atol, max_steps=max_steps,
+                tableau=_ROSENBROCK[solver],
+            )
 
-    def coupled(t, state, p_flat):
-        y, s = state
+        def coupled(t, state, p_flat):
+            y, s = state
 
-        def column(s_k, e_k):
-            return jax.jvp(lambda yy, pp: f(t, yy, pp), (y, p_flat), (s_k, e_k))
+            def column(s_k, e_k):
+                return jax.jvp(lambda yy, pp: f(t, yy, pp), (y, p_flat), (s_k, e_k))
 
-        dy, ds = jax.vmap(column, in_axes=(1, 1), out_axes=(None, 1))(s, e_p)
-        return dy, ds
+            dy, ds = jax.vmap(column, in_axes=(1, 1), out_axes=(None, 1))(s, e_p)
+            return dy, ds
 
-    def with_sensitivities(ts, t0, y0, p_flat):
-        s0 = np.concatenate([np.eye(n), np.zeros((n, n_p))], axis=1).astype(dtype)
-        if fused:
+        if solver == "rk45":
             def flat_coupled(t, x):
-                dy, ds = coupled(t, (x[:n], x[n:].reshape(n, n + n_p)), p_flat)
+                dy, ds = coupled(t, (x[:n], x[n:].reshape(n, k)), p_flat)
                 return jnp.concatenate([dy, ds.reshape(-1)])
 
             x0 = jnp.concatenate([y0, s0.reshape(-1)])
             xs, failed, _ = dopri5(flat_coupled, t0, x0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
-            return xs[:, :n], xs[:, n:].reshape(-1, n, n + n_p), failed
+            return xs[:, :n], xs[:, n:].reshape(-1, n, k), failed
         term = diffrax.ODETerm(coupled)
         sol = _diffeqsolve(
             term, _make_solver(solver), t0, ts[-1], (y0, s0), p_flat, ts, rtol, atol, max_steps,
@@ -299,25 +328,40 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         return ys, failed.astype(dtype)
 
     def run_fwd(ts, t0, y0, p_flat):
-        ys, ss, failed = with_sensitivities(ts, t0, y0, p_flat)
-        return (ys, failed.astype(dtype)), (ts, t0, y0, p_flat, ys, ss, failed)
+        # arguments arrive as CustomVJPPrimal(value, perturbed) (symbolic_zeros=True)
+        wrt_ts, wrt_t0, wrt_y0, wrt_p = ts.perturbed, t0.perturbed, y0.perturbed, p_flat.perturbed
+        ts, t0, y0, p_flat = ts.value, t0.value, y0.value, p_flat.value
+        need_y0 = wrt_y0 or wrt_t0  # d y / d t0 = -S_y0 f(t0, y0)
+        if need_y0 or wrt_p:
+            ys, ss, failed = with_sensitivities(ts, t0, y0, p_flat, need_y0, wrt_p)
+        else:
+            ys, failed = plain(ts, t0, y0, p_flat)
+            ss = None
+        flags = (wrt_ts, wrt_t0, wrt_y0, wrt_p, need_y0)
+        return (ys, failed.astype(dtype)), (ts, t0, y0, p_flat, ys, ss, failed, flags)
 
     def run_bwd(res, cotangents):
-        ts, t0, y0, p_flat, ys, ss, failed = res
+        ts, t0, y0, p_flat, ys, ss, failed, flags = res
+        wrt_ts, wrt_t0, wrt_y0, wrt_p, need_y0 = flags
         g_ys, _ = cotangents
+        if isinstance(g_ys, SymbolicZero):
+            g_ys = jnp.zeros(ys.shape, ys.dtype)
         g_ys = jnp.where(failed, 0.0, g_ys)
-        g_theta = jnp.einsum("tn,tnk->k", g_ys, ss)
-        g_y0, g_p = g_theta[:n], g_theta[n:]
-        # d y(t_i) / d t_i = f(t_i, y_i);  d y(t) / d t0 = -S_y0(t) f(t0, y0)
-        f_ts = jax.vmap(lambda t, y: f(t, y, p_flat))(ts, ys)
-        g_ts = jnp.einsum("tn,tn->t", g_ys, f_ts)
-        f_t0 = f(t0, y0, p_flat)
-        g_t0 = -jnp.einsum("tn,tnm,m->", g_ys, ss[:, :, :n], f_t0)
-        g_ts = jnp.where(failed, 0.0, g_ts).astype(jnp.result_type(ts))
-        g_t0 = jnp.where(failed, 0.0, g_t0).astype(jnp.result_type(t0))
+        g_theta = jnp.einsum("tn,tnk->k", g_ys, ss) if ss is not None else None
+        n_y0 = n if need_y0 else 0
+        g_y0 = g_theta[:n] if wrt_y0 else None
+        g_p = g_theta[n_y0:] if wrt_p else None
+        g_ts = g_t0 = None
+        if wrt_ts:  # d y(t_i) / d t_i = f(t_i, y_i)
+            f_ts = jax.vmap(lambda t, y: f(t, y, p_flat))(ts, ys)
+            g_ts = jnp.where(failed, 0.0, jnp.einsum("tn,tn->t", g_ys, f_ts)).astype(jnp.result_type(ts))
+        if wrt_t0:  # d y(t) / d t0 = -S_y0(t) f(t0, y0)
+            f_t0 = f(t0, y0, p_flat)
+            g_t0 = -jnp.einsum("tn,tnm,m->", g_ys, ss[:, :, :n], f_t0)
+            g_t0 = jnp.where(failed, 0.0, g_t0).astype(jnp.result_type(t0))
         return g_ts, g_t0, g_y0, g_p
 
-    run.defvjp(run_fwd, run_bwd)
+    run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
     ys, failed = run(ts, t0, y0, flat_p)
     return ys, failed > 0.5
 
@@ -359,9 +403,12 @@ def solve_with_status(
         Parameters passed to ``rhs`` (arrays, dicts, tuples of arrays).
     t0 : float
         Initial time.
-    solver : {"rk45", "tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"} or diffrax solver
+    solver : {"rk45", "rodas4", "rodas3", "tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"} or diffrax solver
         ``"rk45"`` (default; fused Dormand–Prince, fastest for small non-stiff systems),
-        ``"tsit5"``/``"dopri5"``/``"dopri8"`` (diffrax, non-stiff), ``"kvaerno5"`` for stiff ones.
+        ``"rodas4"``/``"rodas3"`` (fused Rosenbrock, L-stable, orders 4 and 3, for small stiff
+        systems),
+        ``"tsit5"``/``"dopri5"``/``"dopri8"`` (diffrax, non-stiff), ``"kvaerno3"``/``"kvaerno5"``
+        (diffrax ESDIRK, for stiff systems of any size).
     rtol, atol : float
         Relative and absolute tolerances of the adaptive step-size controller.
     max_steps : int

@@ -1,5 +1,5 @@
 """Benchmark: a stiff ODE posterior (mass-action Michaelis–Menten with fast binding), bayesbio
-(``kvaerno5``, model script ``benchmarks/model_scripts/michaelis_menten.py``) vs Stan
+(``rodas4``, model script ``benchmarks/model_scripts/michaelis_menten.py``) vs Stan
 (``ode_bdf_tol``, ``benchmarks/stan/michaelis_menten.stan``), same synthetic data
 (``benchmarks/data/michaelis_menten.csv``), priors, tolerances, chains, warm-up and draws.
 
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     return common.run_benchmark(
         args,
         name=NAME,
-        title="Stiff Michaelis–Menten kinetics: bayesbio (kvaerno5) vs Stan (ode_bdf)",
+        title="Stiff Michaelis–Menten kinetics: bayesbio (rodas4) vs Stan (ode_bdf)",
         bayesbio_model=str(MODEL_SCRIPT),
         bayesbio_data=None,
         stan_file=STAN_FILE,

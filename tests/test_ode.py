@@ -35,9 +35,9 @@ LINEAR_TOL = 1e-6
 # Weights of the scalar test function L = sum(W * y(ts)): every state and time contributes.
 W = jnp.array([1.0, 2.0, -1.0]) * jnp.arange(1.0, 6.0)[:, None]
 
-# Solvers checked here: the default fused Dormand-Prince loop, a diffrax explicit solver and
-# diffrax's stiff ESDIRK solver.
-LINEAR_SOLVERS = [s for s in ("rk45", "tsit5", "kvaerno5") if s in SOLVERS]
+# Solvers checked here: the default fused Dormand-Prince loop, the fused Rosenbrock loop, a
+# diffrax explicit solver and diffrax's stiff ESDIRK solver.
+LINEAR_SOLVERS = [s for s in ("rk45", "rodas4", "tsit5", "kvaerno5") if s in SOLVERS]
 
 
 def linear_rhs(t, y, a):
@@ -93,7 +93,7 @@ def test_initial_time_offset_and_output_at_t0():
 # same rate, so both are held to the same 100x-tolerance bound (relative to max |gradient|).
 # Measured: <= 4e-8 (forward and adjoint, rk45 and tsit5).
 GRAD_TOL = 1e-6
-GRAD_SOLVERS = [s for s in ("rk45", "tsit5") if s in SOLVERS]
+GRAD_SOLVERS = [s for s in ("rk45", "rodas4", "tsit5") if s in SOLVERS]
 
 
 @pytest.mark.parametrize("sensitivity", ["forward", "adjoint"])
@@ -172,11 +172,12 @@ ROBERTSON_Y0 = jnp.array([1.0, 0.0, 0.0])
 ROBERTSON_TS = jnp.array([1e-4, 1e-2, 0.4, 4.0, 40.0, 400.0, 1000.0])
 
 
-def test_robertson_stiff_kvaerno5():
+@pytest.mark.parametrize("solver", ["kvaerno5", "rodas4", "rodas3"])
+def test_robertson_stiff(solver):
     from scipy.integrate import solve_ivp
 
     sol = solve_with_status(
-        robertson, ROBERTSON_Y0, ROBERTSON_TS, ROBERTSON_K, solver="kvaerno5", rtol=1e-6, atol=1e-10,
+        robertson, ROBERTSON_Y0, ROBERTSON_TS, ROBERTSON_K, solver=solver, rtol=1e-6, atol=1e-10,
         max_steps=4096,
     )
     assert not bool(sol.failed)

@@ -12,7 +12,7 @@ With kf = 100, kr = 500, kcat = 0.5 (E0 = 2, S0 = 10) the binding transient (rat
 ~ 1700 per unit time) is ~30000 times faster than the catalytic turnover, so explicit solvers are
 step-size limited by stability over the whole observation window (0.0002 to 60): at rtol = atol =
 1e-6 Tsit5 needs ~18000 steps where Kvaerno5 needs ~400. A stiff problem for an implicit solver
-(``kvaerno5`` here, CVODES BDF ``ode_bdf_tol`` on the Stan side, ``stan/michaelis_menten.stan``).
+(``rodas4``, bayesbio's fused L-stable Rosenbrock method, here, CVODES BDF ``ode_bdf_tol`` on the Stan side, ``stan/michaelis_menten.stan``).
 The early observation times resolve the binding transient, so kf and kr are identified separately.
 
 Priors (same on the Stan side):
@@ -47,7 +47,7 @@ PRIOR_LOG_SD = 1.0
 SIGMA_SCALE = 0.5
 
 # ODE solver settings (the Stan side uses the same rtol/atol)
-SOLVER = "kvaerno5"
+SOLVER = "rodas4"
 RTOL = 1e-6
 ATOL = 1e-6
 MAX_STEPS = 4096

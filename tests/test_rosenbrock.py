@@ -1,0 +1,94 @@
+"""The fused Rosenbrock integrators (bayesbio._rosenbrock) against exact answers.
+
+Order of convergence: with a fixed step h, a method of order p has global error C h^p, so
+halving h divides the error by 2^p; the observed order log2(e_h / e_{h/2}) converges to p as h
+shrinks. We accept |observed - p| <= 0.15 on the finest pair (the asymptotic regime is reached
+there; coarser pairs include higher-order error terms).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesbio._rosenbrock import RODAS3, RODAS4, rosenbrock_step
+from bayesbio.ode import solve_with_status
+
+
+def _fixed_step_error(tab, f, y0, exact, t_end, n_steps):
+    h = t_end / n_steps
+    step = jax.jit(lambda t, y: rosenbrock_step(tab, f, t, y, h)[0])
+    t, y = 0.0, jnp.asarray(y0)
+    for _ in range(n_steps):
+        y = step(t, y)
+        t += h
+    return float(np.max(np.abs(np.asarray(y) - exact)))
+
+
+def _harmonic(t, y):  # y = (cos t, -sin t)
+    return jnp.stack([y[1], -y[0]])
+
+
+def _nonautonomous(t, y):  # y = exp(sin t): exercises the ∂f/∂t terms
+    return jnp.cos(t) * y
+
+
+CASES = [
+    ("harmonic", _harmonic, [1.0, 0.0], np.array([np.cos(2.0), -np.sin(2.0)]), (20, 40, 80, 160)),
+    ("non-autonomous", _nonautonomous, [1.0], np.array([np.exp(np.sin(2.0))]), (40, 80, 160, 320)),
+]
+
+
+@pytest.mark.parametrize("tab, order", [(RODAS3, 3), (RODAS4, 4)], ids=["rodas3", "rodas4"])
+@pytest.mark.parametrize("name, f, y0, exact, steps", CASES, ids=[c[0] for c in CASES])
+def test_fixed_step_convergence_order(tab, order, name, f, y0, exact, steps):
+    errs = [_fixed_step_error(tab, f, y0, exact, 2.0, n) for n in steps]
+    observed = np.log2(errs[-2] / errs[-1])
+    assert abs(observed - order) <= 0.15, (name, errs, observed)
+
+
+def test_error_estimate_has_the_embedded_order():
+    # the embedded solution has order p-1, so the estimate (difference) scales like h^p
+    f, y0 = _harmonic, jnp.array([1.0, 0.0])
+    for tab, order in ((RODAS3, 3), (RODAS4, 4)):
+        e1 = float(jnp.linalg.norm(rosenbrock_step(tab, f, 0.0, y0, 0.02)[1]))
+        e2 = float(jnp.linalg.norm(rosenbrock_step(tab, f, 0.0, y0, 0.01)[1]))
+        assert abs(np.log2(e1 / e2) - order) <= 0.2, (tab, e1, e2)
+
+
+def _decay_rhs(t, y, k):
+    return -k * y
+
+
+@pytest.mark.parametrize("solver", ["rodas4", "rodas3"])
+def test_constant_initial_state_gradient_equals_full_gradient(solver):
+    # Only perturbed inputs get sensitivity columns; the parameter gradient must not depend on
+    # whether y0 is differentiated too. Exact: y = y0 exp(-k t), dL/dk = -sum t y0 exp(-k t).
+    ts = jnp.array([0.5, 1.0, 2.0])
+
+    def loss(k, y0):
+        return jnp.sum(solve_with_status(_decay_rhs, y0, ts, k, solver=solver, rtol=1e-9, atol=1e-12).ys)
+
+    y0 = jnp.array([2.0])
+    g_k_only = jax.grad(loss)(0.7, y0)
+    g_k_both, g_y0 = jax.grad(loss, argnums=(0, 1))(0.7, y0)
+    exact_k = float(-jnp.sum(ts * 2.0 * jnp.exp(-0.7 * ts)))
+    exact_y0 = float(jnp.sum(jnp.exp(-0.7 * ts)))
+    # 100x the solver's rtol on O(1) values (see tests/test_ode.py)
+    np.testing.assert_allclose(float(g_k_only), exact_k, rtol=1e-7)
+    np.testing.assert_allclose(float(g_k_both), exact_k, rtol=1e-7)
+    np.testing.assert_allclose(float(g_y0[0]), exact_y0, rtol=1e-7)
+
+
+def test_stiff_linear_system_is_stable_with_large_steps():
+    # eigenvalues -1 and -1e6: L-stability damps the fast mode even when h*|lambda| >> 1
+    a = jnp.array([[-1.0, 0.0], [0.0, -1e6]])
+    ts = jnp.array([1.0, 5.0])
+    sol = solve_with_status(lambda t, y, a: a @ y, jnp.array([1.0, 1.0]), ts, a, solver="rodas4",
+                            rtol=1e-6, atol=1e-9, max_steps=200)
+    assert not bool(sol.failed)
+    # exact: (e^{-t}, e^{-1e6 t} ~ 0); 100x rtol relative on the slow mode, atol-level on the fast
+    np.testing.assert_allclose(np.asarray(sol.ys[:, 0]), np.exp(-np.asarray(ts)), rtol=1e-4)
+    assert np.all(np.abs(np.asarray(sol.ys[:, 1])) < 1e-8)
