@@ -29,3 +29,8 @@ __all__ = [
     "logistic",
     "porous_diffusivity",
 ]
+
+from bayesbio.pde.integrate import solve_pde, solve_pde_with_status, step_schedule  # noqa: E402
+from bayesbio.pde.problem import ReactionDiffusion  # noqa: E402
+
+__all__ += ["ReactionDiffusion", "solve_pde", "solve_pde_with_status", "step_schedule"]
