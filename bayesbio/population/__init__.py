@@ -1,1 +1,64 @@
-"""Population (hierarchical, patient-level) models with dosing events."""
+"""Population (hierarchical, patient-level) models with dosing events.
+
+Building blocks, each a small module:
+
+* :mod:`~bayesbio.population.effects` — typical values and log-normal between-subject
+  variability: :func:`lognormal_parameters` (in a model), :func:`random_effects`,
+  :func:`individual_parameters` (pure);
+* :mod:`~bayesbio.population.covariates` — multiplicative covariate effects:
+  :func:`allometric`, :func:`power`, :func:`exponential`, :func:`categorical`;
+* :mod:`~bayesbio.population.dosing` — one patient's records: :func:`bolus`,
+  :func:`infusion`, :func:`reset`, :func:`repeat`, :func:`patient`;
+* :mod:`~bayesbio.population.batch` — the padded arrays of a population
+  (:class:`PopulationBatch`, patient axis first): :func:`make_batch`, :func:`as_batch`;
+* :mod:`~bayesbio.population.batched` — every patient solved in one ``vmap``-ed call,
+  restarting exactly at each dose: :func:`solve_population` (in a model, failure-safe),
+  :func:`solve_population_with_status`, :func:`solve_patient` (pure, one patient);
+* :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables.
+
+A population PK model script then reads::
+
+    def model(data):
+        ka_pop = numpyro.sample("ka_pop", dist.LogNormal(0.0, 1.0))
+        ...
+        omega = numpyro.sample("omega", dist.HalfNormal(1.0).expand([3]))
+        p = bb.population.lognormal_parameters({"ka": ka_pop, "cl": cl_pop, "v": v_pop}, omega, P)
+        amounts = bb.population.solve_population(rhs, p, data["events"])   # (P, O, n_states)
+        conc = amounts[..., 1] / p["v"][:, None]
+        bb.observe("conc", bb.NormalNoise(conc, sigma), obs=data["events"]["obs_value"])
+
+(``models/theophylline.py`` is the complete example.)
+"""
+
+from bayesbio.population.batch import PopulationBatch, as_batch, make_batch
+from bayesbio.population.batched import solve_patient, solve_population, solve_population_with_status
+from bayesbio.population.covariates import allometric, categorical, exponential, power
+from bayesbio.population.dosing import Dose, Patient, bolus, infusion, patient, repeat, reset
+from bayesbio.population.effects import individual_parameters, lognormal_parameters, random_effects
+from bayesbio.population.nonmem import EVID_SUPPORTED, PopulationData, read_nonmem
+
+__all__ = [
+    "EVID_SUPPORTED",
+    "Dose",
+    "Patient",
+    "PopulationBatch",
+    "PopulationData",
+    "allometric",
+    "as_batch",
+    "bolus",
+    "categorical",
+    "exponential",
+    "individual_parameters",
+    "infusion",
+    "lognormal_parameters",
+    "make_batch",
+    "patient",
+    "power",
+    "random_effects",
+    "read_nonmem",
+    "repeat",
+    "reset",
+    "solve_patient",
+    "solve_population",
+    "solve_population_with_status",
+]
