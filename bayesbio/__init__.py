@@ -35,6 +35,10 @@ def __getattr__(name):  # bayesbio.report imports matplotlib and arviz: load it 
         import importlib
 
         return importlib.import_module("bayesbio.report")
+    if name == "run_sbc":  # simulation-based calibration (scipy.stats, matplotlib): on first use
+        from bayesbio.sbc import run_sbc
+
+        return run_sbc
     if name == "write_report":
         from bayesbio.report import write_report
 
@@ -65,5 +69,6 @@ __all__ = [
     "solve",
     "solve_with_status",
     "require_columns",
+    "run_sbc",
     "write_report",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``bayesbio fit | models | report``.
+"""Command line: ``bayesbio fit | models | report | sbc``.
 
 Bad input ends the program with a one-line ``error: ...`` on stderr and exit status 2; a
 failure of the run itself exits with status 1.
@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a killed run from OUT.ckpt (same model, data, seed and settings)")
 
     sub.add_parser("models", help="list the bundled models")
+
+    sbc = sub.add_parser("sbc", help="simulation-based calibration: rank uniformity of NUTS fits to "
+                                     "data simulated from the prior")
+    sbc.add_argument("model", help="bundled model name or path to a model script")
+    sbc.add_argument("--data", help="design data for the simulations (default: the bundled data)")
+    sbc.add_argument("--reps", type=_positive_int("reps"), help="replications (default: the model's "
+                     "`sbc` settings, else 100)")
+    sbc.add_argument("--out", help="output folder (default: sbc_MODEL)")
+    sbc.add_argument("--seed", type=_positive_int("seed", 0), default=0)
+    sbc.add_argument("--warmup", type=_positive_int("warmup", 0), help="NUTS warm-up iterations per fit")
+    sbc.add_argument("--draws", type=_positive_int("draws"), help="thinned draws kept per chain")
+    sbc.add_argument("--thin", type=_positive_int("thin"), help="keep every THIN-th draw")
+    sbc.add_argument("--chains", type=_positive_int("chains"), help="chains per fit")
+    sbc.add_argument("--batch", type=_positive_int("batch"), help="replications fitted together (vmap)")
+    sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
+    sbc.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
+    sbc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     report = sub.add_parser("report", help="write an HTML diagnostics report of a results file")
     report.add_argument("results", help="InferenceData NetCDF written by `bayesbio fit`")
@@ -176,6 +193,37 @@ def _cmd_report(args) -> int:
     return report_main(args)
 
 
+def _cmd_sbc(args, argv) -> int:
+    """Run SBC; exit status 0 when every rank-uniformity test passes, 1 when one fails."""
+    import shlex
+
+    from bayesbio.sbc.output import check_out_dir
+
+    out = Path(args.out or f"sbc_{Path(args.model).stem}")
+    check_out_dir(out, force=args.force)  # fail before the long run, not after it
+    _configure_jax(args.float32)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bayesbio.sbc import run_sbc
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = "bayesbio " + " ".join(shlex.quote(str(a)) for a in argv)
+    result = run_sbc(
+        args.model, args.data, seed=args.seed, progress=False if args.no_progress else None,
+        reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
+        batch=args.batch,
+    )
+    result.write(out, force=args.force, command=command)
+    print(result.table().to_string(float_format=lambda v: f"{v:.3g}"))
+    verdict = "passed" if result.passed else "FAILED"
+    print(f"\nSBC {verdict}: {result.settings.reps} replications, smallest Holm-adjusted p = "
+          f"{min(result.p_holm.values()):.3g} (alpha {result.settings.alpha}); "
+          f"{int(result.divergences.sum())} divergences; {result.timings['total_seconds']:.0f} s")
+    print(f"wrote {out}/")
+    return 0 if result.passed else 1
+
+
 class _UsageError(Exception):
     pass
 
@@ -201,6 +249,8 @@ def main(argv=None) -> int:
             return _cmd_models(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "sbc":
+            return _cmd_sbc(args, argv)
         return _cmd_fit(args)
     except (_UsageError, BayesbioError) as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0]}\n")

@@ -44,6 +44,9 @@ class ModelSpec:
     coords: Callable[[Mapping[str, Any]], Mapping[str, Sequence[Any]]] | None = None
     description: str = ""
     source: str = ""
+    #: Settings for simulation-based calibration (the script's optional ``sbc = {...}``;
+    #: see :mod:`bayesbio.sbc`).
+    sbc: Mapping[str, Any] = field(default_factory=dict)
 
     def coords_for(self, data: Mapping[str, Any]) -> dict[str, list]:
         if self.coords is None:
@@ -114,7 +117,17 @@ def _spec_from_module(module, name: str, source: str) -> ModelSpec:
         coords=getattr(module, "coords", None),
         description=getattr(module, "description", (module.__doc__ or "").strip().split("\n")[0]),
         source=source,
+        sbc=_sbc_settings(module, source),
     )
+
+
+def _sbc_settings(module, source: str) -> dict[str, Any]:
+    sbc = getattr(module, "sbc", None)
+    if sbc is None:
+        return {}
+    if not isinstance(sbc, Mapping):
+        raise ModelError(f"model script '{source}': 'sbc' must be a dict of SBC settings; got {describe(sbc)}")
+    return dict(sbc)
 
 
 def bundled_models() -> dict[str, str]:

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import numpyro
 from numpyro import handlers
+from numpyro.distributions.distribution import Unit
 
 from bayesbio.errors import BayesbioError, ModelError, OptionError, describe
 from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
@@ -65,6 +66,8 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
             if site["type"] == "deterministic":
                 deterministic.append(name)
             if site["type"] != "sample" or name.endswith(FAILURE_SITE_SUFFIX):
+                continue
+            if isinstance(site["fn"], Unit):  # a numpyro.factor term, not data
                 continue
             if site["is_observed"]:
                 obs = (site.get("infer") or {}).get(_OBS_KEY, site["value"])
