@@ -8,8 +8,8 @@ of segments / observations / doses with masks.
 Segments
 --------
 Each patient's time line is cut at every *event time*: the first record when it precedes
-every dose, every dose time, every infusion end and the last record; a last, zero-length
-segment starts at the last event time (so that a dose there is seen by the records after it). Between two consecutive event times the right-hand
+every dose, every dose time, every infusion end and the last record; when a dose is given at the last event time, a
+last, zero-length segment starts there (so that the records after it see the dose). Between two consecutive event times the right-hand
 side is smooth (infusion rates are constant), so :func:`~bayesbio.population.solve_patient`
 integrates segment by segment and restarts exactly at each event: a segment starts from the
 previous segment's end state, reset to ``y0`` where ``seg_reset`` is set, plus the bolus
@@ -165,6 +165,11 @@ def _segments(p: Patient, n_states: int, where: str):
     seg = np.searchsorted(events, p.obs_time, side="right") - 1
     at_event = np.isin(p.obs_time, events)
     seg = np.where(p.pre_dose & at_event & (seg > 0), seg - 1, seg)
+    if n_seg > 1 and not (bolus[-1].any() or do_reset[-1]):
+        # nothing happens at the last event time: the trailing zero-length segment is not needed
+        n_seg -= 1
+        start, end, bolus, rate, do_reset = start[:-1], end[:-1], bolus[:-1], rate[:-1], do_reset[:-1]
+        seg = np.minimum(seg, n_seg - 1)
     return start, end, bolus, rate, do_reset, seg
 
 
@@ -184,7 +189,7 @@ def make_batch(patients: Sequence[Patient], *, n_states: int) -> PopulationBatch
     >>> p = patient([bolus(0, 100, 0), infusion(12, 50, 1, duration=1)], [1, 12, 13, 24])
     >>> b = make_batch([p], n_states=2)
     >>> b.seg_start.tolist(), b.obs_segment.tolist()
-    ([[0.0, 12.0, 13.0, 24.0]], [[0, 1, 2, 3]])
+    ([[0.0, 12.0, 13.0]], [[0, 1, 2, 2]])
     """
     if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 1:
         raise DataError(f"make_batch: 'n_states' must be a positive integer; got {describe(n_states)}")

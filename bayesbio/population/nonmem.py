@@ -85,8 +85,14 @@ class PopulationData:
         return out
 
 
+def _id_text(ident) -> str:
+    if isinstance(ident, np.generic):
+        ident = ident.item()
+    return repr(ident) if isinstance(ident, str) else f"{ident:g}" if isinstance(ident, float) else str(ident)
+
+
 def _where(row: int, ident, column: str | None = None) -> str:
-    where = f"row {row} (ID {ident!r})"
+    where = f"row {row} (ID {_id_text(ident)})"
     return f"{where}, column {column}" if column else where
 
 
@@ -300,14 +306,14 @@ def read_nonmem(
         for s, c in zip(starts, block_codes):
             if c in seen:
                 raise DataError(
-                    f"{src}: ID {uniques[c]!r} appears in two separate blocks (rows {seen[c]} and {s}); "
+                    f"{src}: ID {_id_text(uniques[c])} appears in two separate blocks (rows {seen[c]} and {s}); "
                     "sort the table by ID (keeping each subject's record order)"
                 )
             seen[c] = s
     ends = np.append(starts[1:], n)
     patients, cov_values = [], {c: [] for c in covariates}
     for s, e in zip(starts, ends):
-        ident = ids[s]
+        ident = ids[s].item() if isinstance(ids[s], np.generic) else ids[s]
         t = time[s:e]
         if (np.diff(t) < 0).any():
             j = int(np.argmax(np.diff(t) < 0))
@@ -340,7 +346,7 @@ def read_nonmem(
             if ev in (0, 2):
                 obs_rows.append(r)
         if not obs_rows:
-            raise DataError(f"{src}: ID {ident!r} (rows {s}..{e - 1}) has no observation or EVID 2 record")
+            raise DataError(f"{src}: ID {_id_text(ident)} (rows {s}..{e - 1}) has no observation or EVID 2 record")
         obs_rows = np.asarray(obs_rows)
         dose_rows = np.asarray([r for r in range(s, e) if evid[r] in (1, 3, 4)], dtype=int)
         # an observation row before a dose row at the same time is a pre-dose (trough) sample
