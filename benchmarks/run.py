@@ -24,9 +24,10 @@ if str(HERE) not in sys.path:
 
 import common  # noqa: E402
 import lotka_volterra  # noqa: E402
+import reaction_diffusion  # noqa: E402
 import stiff  # noqa: E402
 
-BENCHMARKS = {"lotka_volterra": lotka_volterra, "stiff": stiff}
+BENCHMARKS = {"lotka_volterra": lotka_volterra, "stiff": stiff, "reaction_diffusion": reaction_diffusion}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ __all__ = ["available", "load", "path"]
 
 _FILES = {
     "lynx_hare": "lynx_hare_hudson_bay.csv",
+    "scratch_assay": "scratch_assay_jin2016.csv",
     "theophylline": "theophylline_Theoph.csv",
     "theophylline_nonmem": "theophylline_theo_sd_nonmem.csv",
 }

@@ -11,10 +11,11 @@ from bayesbio.pde.boundary import BoundaryCondition, Dirichlet, Neumann, NoFlux
 from bayesbio.pde.diffusion import diffusion, diffusion_matrix, diffusion_source
 from bayesbio.pde.grids import Grid1D, Grid2D
 from bayesbio.pde.initial import from_function, interpolate_profile
-from bayesbio.pde.reaction import fisher_kpp, logistic, porous_diffusivity
+from bayesbio.pde.reaction import DensityDependent, fisher_kpp, logistic, porous_diffusivity
 
 __all__ = [
     "BoundaryCondition",
+    "DensityDependent",
     "Dirichlet",
     "Grid1D",
     "Grid2D",
@@ -30,7 +31,7 @@ __all__ = [
     "porous_diffusivity",
 ]
 
-from bayesbio.pde.integrate import solve_pde, solve_pde_with_status, step_schedule  # noqa: E402
+from bayesbio.pde.integrate import reject_if_failed, solve_pde, solve_pde_with_status, step_schedule  # noqa: E402
 from bayesbio.pde.problem import ReactionDiffusion  # noqa: E402
 
-__all__ += ["ReactionDiffusion", "solve_pde", "solve_pde_with_status", "step_schedule"]
+__all__ += ["ReactionDiffusion", "reject_if_failed", "solve_pde", "solve_pde_with_status", "step_schedule"]

@@ -43,10 +43,10 @@ def interpolate_profile(grid: Grid1D, positions, values, *, method: str = "linea
         raise DataError(f"interpolate_profile: 'positions' must be a non-empty 1-D array; got {describe(positions)}")
     if not np.all(np.isfinite(pos)) or np.any(np.diff(pos) <= 0):
         raise DataError("interpolate_profile: 'positions' must be finite and strictly increasing")
-    if tuple(jnp.shape(values)) != pos.shape:
+    if tuple(np.shape(values) if isinstance(values, (list, tuple)) else jnp.shape(values)) != pos.shape:
         raise DataError(
             f"interpolate_profile: 'values' must have the shape of 'positions' {pos.shape}; "
-            f"got {tuple(jnp.shape(values))}"
+            f"got {np.shape(values) if isinstance(values, (list, tuple)) else jnp.shape(values)}"
         )
     values = jnp.asarray(values)
     if method == "linear":

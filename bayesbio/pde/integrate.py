@@ -54,7 +54,7 @@ from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis
 from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve
 from bayesbio.pde.problem import ReactionDiffusion
 
-__all__ = ["MAX_TIME_STEPS", "step_schedule", "solve_pde", "solve_pde_with_status"]
+__all__ = ["MAX_TIME_STEPS", "reject_if_failed", "step_schedule", "solve_pde", "solve_pde_with_status"]
 
 #: Largest number of time steps a solve may take (guards against a ``dt`` far too small).
 MAX_TIME_STEPS = 200_000
@@ -84,32 +84,61 @@ def step_schedule(ts, t0: float, dt: float):
     return h, omega, np.asarray(out, dtype=int)
 
 
-def _validate(problem, u0, ts, t0, dt, sensitivity):
+def _validate(problem, u0, ts, t0, dt, sensitivity, steps_per_interval):
     if not isinstance(problem, ReactionDiffusion):
         raise OptionError(f"solve_pde: 'problem' must be a ReactionDiffusion; got {describe(problem)}")
     grid = problem.grid
-    if tuple(jnp.shape(u0)) != grid.shape:
+    if tuple(np.shape(u0) if isinstance(u0, (list, tuple)) else jnp.shape(u0)) != grid.shape:
         raise SolverError(f"solve_pde: initial state 'u0' must have the grid's shape {grid.shape}; got {jnp.shape(u0)}")
     if isinstance(u0, (np.ndarray, list, tuple)) and not np.all(np.isfinite(np.asarray(u0, dtype=float))):
         raise SolverError("solve_pde: initial state 'u0' contains NaN or inf")
-    if isinstance(ts, jax.core.Tracer) or isinstance(t0, jax.core.Tracer):
-        raise SolverError(
-            "solve_pde: 'ts' and 't0' must be concrete numbers (the time steps are planned before "
-            "tracing); pass them as NumPy arrays, not values computed inside jit"
+    if dt is not None and (not isinstance(dt, (int, float)) or not (dt > 0) or not math.isfinite(dt)):
+        raise OptionError(f"solve_pde: 'dt' must be a positive number (largest time step); got {dt!r}")
+    if steps_per_interval is not None and (
+        isinstance(steps_per_interval, bool) or not isinstance(steps_per_interval, (int, np.integer))
+        or steps_per_interval < 1
+    ):
+        raise OptionError(
+            f"solve_pde: 'steps_per_interval' must be a positive integer; got {describe(steps_per_interval)}"
         )
+    if sensitivity not in _SENSITIVITIES:
+        raise OptionError(f"solve_pde: 'sensitivity' must be one of {list(_SENSITIVITIES)}; got {sensitivity!r}")
+    ts_shape = np.shape(ts) if isinstance(ts, (list, tuple)) else jnp.shape(ts)
+    if len(ts_shape) != 1 or ts_shape[0] == 0:
+        raise SolverError(f"solve_pde: 'ts' must be a non-empty 1-D array of times; got shape {ts_shape}")
+    if isinstance(ts, jax.core.Tracer) or isinstance(t0, jax.core.Tracer):
+        if steps_per_interval is None:
+            raise SolverError(
+                "solve_pde: 'ts' (or 't0') is a traced value (e.g. model data inside NUTS), so the time "
+                "steps cannot be planned from it; pass steps_per_interval=M (M equal steps between "
+                "consecutive output times), or pass 'ts' as a NumPy constant"
+            )
+        return None
     ts_np = np.asarray(ts, dtype=float)
-    if ts_np.ndim != 1 or ts_np.size == 0 or not np.all(np.isfinite(ts_np)):
-        raise SolverError(f"solve_pde: 'ts' must be a non-empty 1-D array of finite times; got {describe(ts)}")
+    if not np.all(np.isfinite(ts_np)):
+        raise SolverError("solve_pde: 'ts' contains NaN or inf")
     if np.any(np.diff(ts_np) < 0):
         bad = int(np.argmax(np.diff(ts_np) < 0))
         raise SolverError(f"solve_pde: 'ts' must be increasing; ts[{bad}] = {ts_np[bad]} > ts[{bad + 1}] = {ts_np[bad + 1]}")
     if ts_np[0] < float(t0):
         raise SolverError(f"solve_pde: the first time ts[0] = {ts_np[0]} is before t0 = {float(t0)}")
-    if dt is not None and (not isinstance(dt, (int, float)) or not (dt > 0) or not math.isfinite(dt)):
-        raise OptionError(f"solve_pde: 'dt' must be a positive number (largest time step); got {dt!r}")
-    if sensitivity not in _SENSITIVITIES:
-        raise OptionError(f"solve_pde: 'sensitivity' must be one of {list(_SENSITIVITIES)}; got {sensitivity!r}")
     return ts_np
+
+
+def _traced_schedule(ts, t0, m):
+    """Schedule for traced output times: ``m`` equal steps per interval, sizes computed in JAX.
+
+    Returns ``(h, omega, out_index, bad)``; ``bad`` flags a non-increasing ``ts`` (or
+    ``ts[0] <= t0``), which makes the solve fail instead of dividing by zero.
+    """
+    ts = jnp.asarray(ts, dtype=jnp.result_type(float))
+    spans = jnp.diff(jnp.concatenate([jnp.reshape(jnp.asarray(t0, ts.dtype), (1,)), ts]))
+    bad = ~jnp.all(spans > 0)
+    spans = jnp.where(spans > 0, spans, 1.0)
+    h = jnp.repeat(spans / m, m)
+    omega = jnp.concatenate([jnp.ones(1, h.dtype), h[1:] / h[:-1]])
+    out_index = (np.arange(ts.shape[0]) + 1) * m
+    return h, omega, out_index, bad
 
 
 def _make_stepper(problem: ReactionDiffusion, params):
@@ -163,7 +192,7 @@ def _integrate(problem, u0, params, h, omega, out_index):
     implicit, react = _make_stepper(problem, params)
     dtype = jnp.result_type(u0, float)
     u0 = u0.astype(dtype)
-    if h.size == 0:
+    if h.shape[0] == 0:
         ys = jnp.broadcast_to(u0, (out_index.size,) + u0.shape)
         return ys, ~jnp.all(jnp.isfinite(ys))
 
@@ -229,6 +258,7 @@ def solve_pde_with_status(
     *,
     t0: float = 0.0,
     dt: float | None = None,
+    steps_per_interval: int | None = None,
     sensitivity: str = "auto",
 ) -> ODESolution:
     """Solve a reaction–diffusion problem; return the density at ``ts`` and a failure flag.
@@ -242,12 +272,16 @@ def solve_pde_with_status(
         Cell averages at ``t0`` (e.g. :func:`bayesbio.pde.interpolate_profile` of a measured
         profile); may depend on parameters.
     ts : array, shape (n_times,)
-        Output times, increasing, ``ts[0] >= t0``; concrete (NumPy), as they plan the steps.
+        Output times, increasing, ``ts[0] >= t0``.
     params : pytree
         Passed to the problem's ``diffusivity``, ``reaction`` and ``bc`` functions.
     t0 : float
     dt : float, optional
-        Largest time step (default: 1/100 of ``ts[-1] - t0``).
+        Largest time step (default: 1/100 of ``ts[-1] - t0``); needs concrete ``ts``.
+    steps_per_interval : int, optional
+        Instead of ``dt``: this many equal steps between consecutive output times (and from
+        ``t0`` to ``ts[0]``). Required when ``ts`` is traced, e.g. model data inside NUTS;
+        then a non-increasing ``ts`` (or ``ts[0] <= t0``) is a failed solve.
     sensitivity : {"auto", "forward", "adjoint"}
         Gradient method (module docstring).
 
@@ -266,14 +300,24 @@ def solve_pde_with_status(
     >>> bool(sol.failed), round(float(sol.ys[0, 25] / jnp.sin(jnp.pi * g.x[25])), 3)  # e^{-π² t}
     (False, 0.373)
     """
-    ts_np = _validate(problem, u0, ts, t0, dt, sensitivity)
-    span = float(ts_np[-1]) - float(t0)
-    if dt is None:
-        dt = span / 100 if span > 0 else 1.0
-    h, omega, out_index = step_schedule(ts_np, float(t0), float(dt))
-    if h.size > MAX_TIME_STEPS:
+    ts_np = _validate(problem, u0, ts, t0, dt, sensitivity, steps_per_interval)
+    bad = jnp.asarray(False)
+    if ts_np is None:
+        h, omega, out_index, bad = _traced_schedule(ts, t0, int(steps_per_interval))
+    elif steps_per_interval is not None:
+        spans = np.diff(np.concatenate([[float(t0)], ts_np]))
+        h = np.concatenate([np.full(int(steps_per_interval), s / steps_per_interval) for s in spans if s > 0] or [np.zeros(0)])
+        out_index = np.cumsum([int(steps_per_interval) if s > 0 else 0 for s in spans])
+        omega = np.ones_like(h)
+        omega[1:] = h[1:] / h[:-1]
+    else:
+        span = float(ts_np[-1]) - float(t0)
+        if dt is None:
+            dt = span / 100 if span > 0 else 1.0
+        h, omega, out_index = step_schedule(ts_np, float(t0), float(dt))
+    if h.shape[0] > MAX_TIME_STEPS:
         raise OptionError(
-            f"solve_pde: 'dt' = {dt!r} needs {h.size} time steps, more than MAX_TIME_STEPS = {MAX_TIME_STEPS}"
+            f"solve_pde: the time step settings need {h.shape[0]} steps, more than MAX_TIME_STEPS = {MAX_TIME_STEPS}"
         )
     dtype = jnp.result_type(float)
     u0 = jnp.asarray(u0)
@@ -281,10 +325,11 @@ def solve_pde_with_status(
     params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype=jnp.result_type(p, dtype)), params)
     n_params = ravel_pytree(params)[0].shape[0]
     method = _choose_sensitivity(sensitivity, problem.grid.size, n_params)
-    if method == "forward":
+    if method == "forward" and isinstance(h, np.ndarray):  # traced step sizes: reverse mode
         ys, failed = _solve_forward(problem, u0, params, h, omega, out_index)
     else:
         ys, failed = _integrate(problem, u0, params, h, omega, out_index)
+    failed = failed | bad
     ys = jnp.where(failed, jnp.ones_like(ys), ys)
     return ODESolution(ys=ys, failed=failed)
 
@@ -298,6 +343,7 @@ def solve_pde(
     name: str = "pde",
     t0: float = 0.0,
     dt: float | None = None,
+    steps_per_interval: int | None = None,
     sensitivity: str = "auto",
 ) -> jax.Array:
     """Solve a reaction–diffusion problem inside a NumPyro model; a failed solve rejects the proposal.
@@ -310,10 +356,22 @@ def solve_pde(
     -------
     array, shape (n_times, *grid.shape)
     """
+    sol = solve_pde_with_status(
+        problem, u0, ts, params, t0=t0, dt=dt, steps_per_interval=steps_per_interval, sensitivity=sensitivity
+    )
+    reject_if_failed(sol.failed, name=name)
+    return sol.ys
+
+
+def reject_if_failed(failed, *, name: str = "pde") -> None:
+    """Inside a NumPyro model: ``-inf`` log density (and a counted failure) when ``failed``.
+
+    For solves batched with ``jax.vmap(solve_pde_with_status)`` (e.g. one PDE per experiment),
+    pass ``sol.failed.any()``; :func:`solve_pde` calls this itself.
+    """
     import numpyro
 
-    sol = solve_pde_with_status(problem, u0, ts, params, t0=t0, dt=dt, sensitivity=sensitivity)
-    _report_failure(sol.failed)
-    numpyro.factor(name + FAILURE_SITE_SUFFIX, jnp.where(sol.failed, -jnp.inf, 0.0))
-    return sol.ys
+    failed = jnp.any(jnp.asarray(failed))
+    _report_failure(failed)
+    numpyro.factor(name + FAILURE_SITE_SUFFIX, jnp.where(failed, -jnp.inf, 0.0))
 

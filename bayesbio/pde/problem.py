@@ -20,6 +20,7 @@ from bayesbio.errors import OptionError, describe
 from bayesbio.pde.boundary import BoundaryCondition, resolve_bcs
 from bayesbio.pde.diffusion import diffusion
 from bayesbio.pde.grids import Grid1D, Grid2D
+from bayesbio.pde.reaction import DensityDependent
 
 __all__ = ["ReactionDiffusion"]
 
@@ -31,9 +32,11 @@ class ReactionDiffusion:
     Parameters
     ----------
     grid : Grid1D or Grid2D
-    diffusivity : callable or number
-        ``diffusivity(params) -> D`` (number/JAX scalar, array of cell values, or a function
-        of the density ``u -> D(u)``), or a fixed number.
+    diffusivity : callable, number, array or DensityDependent
+        ``diffusivity(params) -> D`` (number/JAX scalar, array of cell values, or a
+        :class:`~bayesbio.pde.DensityDependent` function of the density such as
+        :func:`~bayesbio.pde.porous_diffusivity`), or a fixed ``D`` of one of those kinds. A
+        plain function is always called with the parameters.
     reaction : callable, optional
         ``reaction(u, params) -> f(u)`` of ``u``'s shape (e.g. :func:`bayesbio.pde.logistic`).
     bc : boundary specification or callable
@@ -68,7 +71,9 @@ class ReactionDiffusion:
 
     def D(self, params):
         """The diffusivity for these parameters (number, array or function of ``u``)."""
-        return self.diffusivity(params) if callable(self.diffusivity) else self.diffusivity
+        if callable(self.diffusivity) and not isinstance(self.diffusivity, DensityDependent):
+            return self.diffusivity(params)
+        return self.diffusivity
 
     def boundary(self, params):
         if callable(self.bc) and not isinstance(self.bc, BoundaryCondition):

@@ -17,7 +17,24 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["fisher_kpp", "logistic", "porous_diffusivity"]
+__all__ = ["DensityDependent", "fisher_kpp", "logistic", "porous_diffusivity"]
+
+
+class DensityDependent:
+    """A diffusivity that is a function of the local density, ``u -> D(u)``.
+
+    Wrapping the function marks it as a function of the *density* (not of the parameters) where
+    a :class:`bayesbio.pde.ReactionDiffusion` is given a fixed diffusivity;
+    :func:`porous_diffusivity` returns one. Calling it evaluates ``D(u)``.
+    """
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"DensityDependent needs a function u -> D(u); got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, u):
+        return self.fn(u)
 
 
 def logistic(u, lam, K):
@@ -30,7 +47,7 @@ fisher_kpp = logistic
 
 
 def porous_diffusivity(D, K, m=1.0):
-    """Density-dependent diffusivity ``u -> D * (u / K)^m`` (porous-Fisher).
+    """Density-dependent diffusivity ``u -> D * (u / K)^m`` (porous-Fisher), a :class:`DensityDependent`.
 
     Negative densities (undershoots within solver tolerance) are treated as zero density, so
     the diffusivity stays real and non-negative.
@@ -48,4 +65,4 @@ def porous_diffusivity(D, K, m=1.0):
             return D * s
         return D * s**m
 
-    return D_of_u
+    return DensityDependent(D_of_u)
