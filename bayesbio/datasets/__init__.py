@@ -14,10 +14,15 @@ from bayesbio.errors import DataError
 __all__ = ["available", "load", "path"]
 
 _FILES = {
+    "backward_heat": "backward_heat.csv",
+    "deconvolution": "deconvolution.csv",
+    "diffusivity_field": "diffusivity_field.csv",
+    "budday2017": "budday2017_human_brain.csv",
     "lynx_hare": "lynx_hare_hudson_bay.csv",
-    "scratch_assay": "scratch_assay_jin2016.csv",
     "theophylline": "theophylline_Theoph.csv",
+    "treloar1944": "treloar1944_rubber.csv",
     "theophylline_nonmem": "theophylline_theo_sd_nonmem.csv",
+    "scratch_assay": "scratch_assay_jin2016.csv",
 }
 
 
