@@ -13,7 +13,7 @@ _warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refa
 __version__ = "0.1.0"
 
 from bayesbio import datasets, errors  # noqa: E402
-from bayesbio import population  # noqa: E402
+from bayesbio import pde, population  # noqa: E402
 from bayesbio.infer import fit_laplace, fit_svi, sample_nuts  # noqa: E402
 from bayesbio.model import ModelSpec, bundled_models, load_model  # noqa: E402
 from bayesbio.observe import (  # noqa: E402
@@ -63,6 +63,7 @@ __all__ = [
     "fit_svi",
     "load_model",
     "observe",
+    "pde",
     "population",
     "report",
     "sample_nuts",
