@@ -1,4 +1,4 @@
-"""Command line: ``bayesbio fit | models | report | sbc``.
+"""Command line: ``bayesbio fit | models | report | sbc | compare``.
 
 Bad input ends the program with a one-line ``error: ...`` on stderr and exit status 2; a
 failure of the run itself exits with status 1.
@@ -76,6 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a killed run from OUT.ckpt (same model, data, seed and settings)")
 
     sub.add_parser("models", help="list the bundled models")
+
+    cmp = sub.add_parser("compare", help="fit models and compare them by LOO, model evidence and stacking")
+    cmp.add_argument("models", nargs="+", metavar="MODEL", help="bundled model names or model-script paths")
+    cmp.add_argument("--data", help="data file given to every model's load_data (default: bundled data)")
+    cmp.add_argument("--out", required=True, help="output CSV, one row per model")
+    cmp.add_argument("--plot", help="comparison figure (default: OUT with the suffix .png)")
+    cmp.add_argument("--chains", type=_positive_int("chains"), default=4)
+    cmp.add_argument("--warmup", type=_positive_int("warmup", 0), default=1000)
+    cmp.add_argument("--samples", type=_positive_int("samples"), default=1000)
+    cmp.add_argument("--seed", type=_positive_int("seed", 0), default=0)
+    cmp.add_argument("--target-accept", type=_probability, default=0.8)
+    cmp.add_argument("--particles", type=_positive_int("particles", 10), default=2000, help="SMC particles per run")
+    cmp.add_argument("--smc-runs", type=_positive_int("smc-runs", 2), default=4,
+                     help="independent SMC runs (their spread is the SMC error)")
+    cmp.add_argument("--evidence", choices=["smc", "bridge"], default="smc",
+                     help="evidence estimator of the table (the other one runs as a check)")
+    cmp.add_argument("--prior-weights", metavar="W1,W2,...", help="prior model weights (default: equal)")
+    cmp.add_argument("--k-threshold", type=float, default=0.7, help="Pareto k above which LOO is refitted")
+    cmp.add_argument("--folds", type=_positive_int("folds", 2), default=10, help="K of the K-fold refits")
+    cmp.add_argument("--logo", action="store_true",
+                     help="refit leaving out one observed variable (e.g. a loading mode) instead of K-fold")
+    cmp.add_argument("--force", action="store_true", help="replace existing output files")
+    cmp.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
+    cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     sbc = sub.add_parser("sbc", help="simulation-based calibration: rank uniformity of NUTS fits to "
                                      "data simulated from the prior")
@@ -224,6 +248,50 @@ def _cmd_sbc(args, argv) -> int:
     return 0 if result.passed else 1
 
 
+def _cmd_compare(args) -> int:
+    out = Path(args.out)
+    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    for path in (out, plot):
+        if path.exists() and not args.force:
+            raise _UsageError(f"--out/--plot: '{path}' exists; pass --force to replace it")
+    weights = None
+    if args.prior_weights:
+        try:
+            weights = [float(w) for w in args.prior_weights.split(",")]
+        except ValueError:
+            raise _UsageError(f"--prior-weights must be comma-separated numbers; got {args.prior_weights!r}") from None
+        if len(weights) != len(args.models):
+            raise _UsageError(f"--prior-weights: expected {len(args.models)} weights (one per model); got {len(weights)}")
+    _configure_jax(args.float32)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bayesbio._io import write_atomic
+    from bayesbio.select import compare_models, plot_comparison
+
+    t0 = time.perf_counter()
+    evidence = [args.evidence] + [m for m in ("smc", "bridge") if m != args.evidence]
+    result = compare_models(
+        args.models, args.data, chains=args.chains, warmup=args.warmup, samples=args.samples, seed=args.seed,
+        evidence=evidence, particles=args.particles, smc_runs=args.smc_runs, prior_weights=weights,
+        k_threshold=args.k_threshold, folds=args.folds, groups="site" if args.logo else None,
+        progress=False if args.no_progress else None, nuts_options={"target_accept": args.target_accept},
+        log=print,
+    )
+    write_atomic(out, lambda tmp: result.table.to_csv(tmp, index=False, float_format="%.6g"))
+    fig = plot_comparison(result.table, details=result.details)
+    write_atomic(plot, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    d = result.details
+    print("\nelpd method: " + ", ".join(f"{m} {e}" for m, e in zip(d["model"], d["elpd_method"])))
+    print("log evidence smc vs bridge: " + ", ".join(
+        f"{m} {a:.2f}±{sa:.2f} / {b:.2f}±{sb:.2f}" for m, a, sa, b, sb in zip(
+            d["model"], d["log_evidence_smc"], d["log_evidence_smc_se"], d["log_evidence_bridge"],
+            d["log_evidence_bridge_se"])))
+    print(f"total {time.perf_counter() - t0:.0f} s; wrote {out} and {plot}")
+    return 0
+
+
 class _UsageError(Exception):
     pass
 
@@ -249,6 +317,8 @@ def main(argv=None) -> int:
             return _cmd_models(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         if args.command == "sbc":
             return _cmd_sbc(args, argv)
         return _cmd_fit(args)

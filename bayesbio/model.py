@@ -135,12 +135,29 @@ def bundled_models() -> dict[str, str]:
     import bayesbio.models as pkg
 
     out = {}
+    for name, module in _bundled_sources(pkg).items():
+        out[name] = _spec_from_module(module, name, f"bayesbio.models.{name}").description
+    return out
+
+
+def _bundled_sources(pkg) -> dict[str, Any]:
+    """Bundled model name -> module-like object with the model-script contract.
+
+    A *model family* module defines ``variants`` (``{name: description}``) and
+    ``variant(name)`` returning a module-like object (e.g. a ``SimpleNamespace``) with the
+    contract above; each variant is listed and loaded under its own name (e.g. the Treloar
+    fits of every constitutive law, ``treloar_neo_hookean``, ``treloar_ogden3``, ...)."""
+    out = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"bayesbio.models.{info.name}")
-        spec = _spec_from_module(module, info.name, f"bayesbio.models.{info.name}")
-        out[info.name] = spec.description
+        variants = getattr(module, "variants", None)
+        if isinstance(variants, Mapping) and callable(getattr(module, "variant", None)):
+            for name in variants:
+                out[name] = module.variant(name)
+        else:
+            out[info.name] = module
     return out
 
 
@@ -163,11 +180,12 @@ def load_model(model: str | ModelSpec) -> ModelSpec:
                 f"model script '{model}' failed to import: {type(exc).__name__}: {exc}"
             ) from exc
         return _spec_from_module(module, path.stem, str(path))
-    names = bundled_models()
-    if model not in names:
+    import bayesbio.models as pkg
+
+    sources = _bundled_sources(pkg)
+    if model not in sources:
         raise ModelError(
-            f"unknown model '{model}': expected a bundled model ({', '.join(names)}) "
+            f"unknown model '{model}': expected a bundled model ({', '.join(sources)}) "
             "or the path of a model script ending in .py"
         )
-    module = importlib.import_module(f"bayesbio.models.{model}")
-    return _spec_from_module(module, model, f"bayesbio.models.{model}")
+    return _spec_from_module(sources[model], model, f"bayesbio.models.{model}")

@@ -88,7 +88,7 @@ class Parameter:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: compiled stress functions are cached per law
 class StrainEnergy:
     """A hyperelastic law defined by its strain-energy function ``W(x, params)`` only.
 

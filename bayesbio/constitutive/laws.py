@@ -92,8 +92,10 @@ def yeoh(n: int = 3) -> StrainEnergy:
 
     def energy(inv, p):
         x = inv.I1 - 3.0
-        powers = x ** jnp.arange(1, n + 1)
-        return jnp.sum(p["C"] * powers)
+        w = 0.0
+        for i in range(n - 1, -1, -1):  # Horner; x ** k with a float k has a NaN derivative at x = 0
+            w = (w + p["C"][..., i]) * x
+        return w
 
     return StrainEnergy(f"yeoh{n}", energy, "invariants", (Parameter("C", prior, shape=(n,)),),
                         description=f"{n}-term Yeoh, W = sum_i C_i (I1 - 3)^i")

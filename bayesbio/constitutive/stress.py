@@ -18,6 +18,7 @@ into zero likelihood.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -145,19 +146,31 @@ def stress(law: StrainEnergy, mode: str, amount, params: Mapping[str, Any], *, k
         raise ModelError(f"'kind' must be 'nominal' or 'cauchy'; got {describe(kind)}")
     law.check_params(params)
     _check_amount(mode, amount)
-    make, (i, j) = MODES[mode]
     amount = jnp.asarray(amount, dtype=jnp.result_type(float))
+    return _compiled_stress(law, mode, kind)(amount, params)
 
-    def one(a):
+
+@functools.lru_cache(maxsize=256)
+def _compiled_stress(law, mode, kind):
+    """One compiled function per (law, mode, kind): called eagerly (e.g. while NumPyro looks
+    for initial values) it costs one XLA compilation instead of one per primitive; inside an
+    outer ``jit`` it is simply inlined."""
+    make, (i, j) = MODES[mode]
+    fn = nominal_stress if kind == "nominal" else cauchy_stress
+
+    def one(a, params):
         if mode == "uniaxial" and not law.isotropic:
             deformation = _uniaxial_anisotropic(law, a, params)
         else:
             deformation = make(a)
-        fn = nominal_stress if kind == "nominal" else cauchy_stress
         return fn(law, deformation, params)[i, j]
 
-    flat = jnp.ravel(amount)
-    return jax.vmap(one)(flat).reshape(jnp.shape(amount))
+    @jax.jit
+    def run(amount, params):
+        flat = jnp.ravel(amount)
+        return jax.vmap(one, in_axes=(0, None))(flat, params).reshape(jnp.shape(amount))
+
+    return run
 
 
 def shear_modulus(law: StrainEnergy, params: Mapping[str, Any]):
@@ -166,9 +179,18 @@ def shear_modulus(law: StrainEnergy, params: Mapping[str, Any]):
     law = _check_law(law)
     law.check_params(params)
 
-    def w_of(gamma):
-        return energy(law, simple_shear(gamma), params)
+    return _compiled_shear_modulus(law)(params)
 
-    return jax.grad(jax.grad(w_of))(jnp.asarray(0.0, dtype=jnp.result_type(float)))
+
+@functools.lru_cache(maxsize=256)
+def _compiled_shear_modulus(law):
+    @jax.jit
+    def run(params):
+        def w_of(gamma):
+            return energy(law, simple_shear(gamma), params)
+
+        return jax.grad(jax.grad(w_of))(jnp.zeros((), dtype=jnp.result_type(float)))
+
+    return run
 
 
