@@ -26,7 +26,7 @@ from bayesbio.observe import (  # noqa: E402
     observe,
 )
 from bayesbio.ode import ODESolution, solve, solve_with_status  # noqa: E402
-from bayesbio.tables import require_columns  # noqa: E402
+from bayesbio.tables import numeric_column, require_columns  # noqa: E402
 
 
 
@@ -35,6 +35,10 @@ def __getattr__(name):  # bayesbio.report imports matplotlib and arviz: load it 
         import importlib
 
         return importlib.import_module("bayesbio.report")
+    if name == "run_sbc":  # simulation-based calibration (scipy.stats, matplotlib): on first use
+        from bayesbio.sbc import run_sbc
+
+        return run_sbc
     if name == "run_sbc":  # simulation-based calibration (scipy.stats, matplotlib): on first use
         from bayesbio.sbc import run_sbc
 
@@ -62,6 +66,7 @@ __all__ = [
     "fit_laplace",
     "fit_svi",
     "load_model",
+    "numeric_column",
     "observe",
     "pde",
     "population",
@@ -70,6 +75,7 @@ __all__ = [
     "solve",
     "solve_with_status",
     "require_columns",
+    "run_sbc",
     "run_sbc",
     "write_report",
 ]

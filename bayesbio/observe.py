@@ -26,7 +26,7 @@ from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes
 
-from bayesbio.errors import DataError, describe
+from bayesbio.errors import DataError, ModelError, describe
 
 __all__ = [
     "CombinedNoise",
@@ -39,6 +39,19 @@ __all__ = [
 ]
 
 _OBS_KEY = "bayesbio_observed"
+
+
+def _check_positive(noise: str, field: str, value) -> None:
+    """Eager check of a noise parameter given as a constant (a sampled one is a tracer)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ModelError(f"{noise}: '{field}' must be a positive number; got {describe(value)}") from None
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        bad = arr[~(np.isfinite(arr) & (arr > 0))].ravel()[:3].tolist() if arr.ndim else arr.item()
+        raise ModelError(f"{noise}: '{field}' must be positive and finite; got {bad}")
 
 
 class _LocationScaleNoise(dist.Distribution):
@@ -83,6 +96,7 @@ class NormalNoise(_LocationScaleNoise):
     arg_constraints = {"prediction": constraints.real, "sigma": constraints.positive}
 
     def __init__(self, prediction, sigma, *, validate_args=None):
+        _check_positive("NormalNoise", "sigma", sigma)
         self.sigma = sigma
         self._init(prediction, sigma, validate_args)
 
@@ -93,6 +107,7 @@ class ProportionalNoise(_LocationScaleNoise):
     arg_constraints = {"prediction": constraints.real, "b": constraints.positive}
 
     def __init__(self, prediction, b, *, validate_args=None):
+        _check_positive("ProportionalNoise", "b", b)
         self.b = b
         # a tiny floor keeps the density proper where the prediction is exactly zero
         scale = b * jnp.maximum(jnp.abs(prediction), 1e-12)
@@ -109,6 +124,8 @@ class CombinedNoise(_LocationScaleNoise):
     }
 
     def __init__(self, prediction, a, b, *, validate_args=None):
+        _check_positive("CombinedNoise", "a", a)
+        _check_positive("CombinedNoise", "b", b)
         self.a, self.b = a, b
         scale = jnp.sqrt(jnp.square(a) + jnp.square(b) * jnp.square(prediction))
         self._init(prediction, scale, validate_args)
@@ -124,6 +141,8 @@ class StudentTNoise(_LocationScaleNoise):
     }
 
     def __init__(self, prediction, sigma, df=4.0, *, validate_args=None):
+        _check_positive("StudentTNoise", "sigma", sigma)
+        _check_positive("StudentTNoise", "df", df)
         self.sigma = sigma
         self.df = jnp.asarray(df)
         self._init(prediction, sigma, validate_args)
@@ -152,6 +171,7 @@ class LogNormalNoise(dist.Distribution):
     reparametrized_params = ["prediction", "sigma"]
 
     def __init__(self, prediction, sigma, *, validate_args=None):
+        _check_positive("LogNormalNoise", "sigma", sigma)
         prediction = jnp.maximum(prediction, jnp.finfo(jnp.result_type(prediction, float)).tiny)
         self.prediction, self.sigma = promote_shapes(prediction, sigma)
         batch_shape = jax.lax.broadcast_shapes(jnp.shape(prediction), jnp.shape(sigma))
@@ -256,6 +276,20 @@ def observe(name: str, noise: dist.Distribution, obs=None, *, lloq=None):
     array
         The observed (or simulated) values.
     """
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"observe: 'name' must be a non-empty string; got {describe(name)}")
+    if not isinstance(noise, dist.Distribution):
+        raise ModelError(
+            f"observe('{name}'): 'noise' must be a noise model such as bb.NormalNoise(prediction, sigma); "
+            f"got {describe(noise)}"
+        )
+    if lloq is not None and not isinstance(lloq, jax.core.Tracer):
+        try:
+            lloq_arr = np.asarray(lloq, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"observe('{name}'): 'lloq' must be numeric; got {describe(lloq)}") from None
+        if not np.all(np.isfinite(lloq_arr)):
+            raise DataError(f"observe('{name}'): 'lloq' must be finite; got {describe(lloq)}")
     if obs is None:
         return numpyro.sample(name, noise)
     if isinstance(obs, jax.core.Tracer):

@@ -155,7 +155,12 @@ def _validate(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps, sensitivit
             f"solve: 'solver' must be a name or a diffrax.AbstractSolver; got {describe(solver)}"
         )
     for field, value in (("rtol", rtol), ("atol", atol)):
-        if not isinstance(value, (int, float)) or not (value > 0) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (value > 0)
+            or not math.isfinite(value)
+        ):
             raise OptionError(f"solve: '{field}' must be a positive finite number; got {value!r}")
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
         raise OptionError(f"solve: 'max_steps' must be a positive integer; got {max_steps!r}")
@@ -163,6 +168,27 @@ def _validate(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps, sensitivit
         raise OptionError(
             f"solve: 'sensitivity' must be one of {list(_SENSITIVITIES)}; got {sensitivity!r}"
         )
+
+    for field, value in (("y0", y0), ("ts", ts), ("t0", t0)):
+        if _is_concrete(value):
+            try:
+                kind = np.asarray(value).dtype.kind
+            except Exception:  # ragged nested lists and other non-arrays
+                kind = "O"
+            if kind not in "biuf":
+                raise SolverError(f"solve: '{field}' must be numeric; got {describe(value)}")
+    if _is_concrete(t0) and (np.ndim(t0) != 0 or not np.isfinite(float(np.asarray(t0)))):
+        raise SolverError(f"solve: initial time 't0' must be a finite number; got {describe(t0)}")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if _is_concrete(leaf):
+            try:
+                kind = np.asarray(leaf).dtype.kind
+            except Exception:
+                kind = "O"
+            if kind not in "biuf":
+                raise SolverError(
+                    f"solve: 'params{jax.tree_util.keystr(path)}' must be numeric; got {describe(leaf)}"
+                )
 
     y0_shape = jnp.shape(y0)
     if len(y0_shape) != 1 or y0_shape[0] == 0:

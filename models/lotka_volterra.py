@@ -42,6 +42,14 @@ dims = {
 sbc = {"reps": 200, "warmup": 300, "draws": 99, "thin": 4, "dense_mass": True, "batch": 1}
 
 
+#: Simulation-based calibration (``bayesbio sbc lotka_volterra``, see bayesbio.sbc): data simulated
+#: from these priors often have a small noise sd, which makes the posterior narrow and strongly
+#: correlated (theta with z_init); a dense mass matrix keeps NUTS at ~10 leapfrog steps per
+#: iteration there (a diagonal one needed 50-280 in a trial). Thinning by 4 keeps about one draw
+#: per effective sample (min bulk ESS per draw ~0.25 on the lynx–hare data, benchmarks/README.md).
+sbc = {"reps": 200, "warmup": 300, "draws": 99, "thin": 4, "dense_mass": True, "batch": 1}
+
+
 def coords(data):
     return {
         "parameter": ["alpha", "beta", "gamma", "delta"],
@@ -53,9 +61,17 @@ def coords(data):
 def load_data(path=None):
     """Hare and lynx pelts (thousands); time in years since 1900. ``path``: a CSV like the bundled one."""
     table = bb.datasets.load("lynx_hare") if path is None else pd.read_csv(path)
-    bb.require_columns(table, ["year", "hare_pelts_thousands", "lynx_pelts_thousands"], source=path or "lynx_hare")
-    counts = table[["hare_pelts_thousands", "lynx_pelts_thousands"]].to_numpy(float)
-    years = table["year"].to_numpy(float)
+    source = str(path or "lynx_hare")
+    bb.require_columns(table, ["year", "hare_pelts_thousands", "lynx_pelts_thousands"], source=source)
+    if len(table) < 2:
+        raise bb.errors.DataError(f"{source}: expected at least 2 rows (the initial year and later ones); got {len(table)}")
+    years = bb.numeric_column(table, "year", source=source, increasing=True)
+    # pelt counts: positive (lognormal noise); an empty cell is a missing record
+    counts = np.stack(
+        [bb.numeric_column(table, c, source=source, allow_missing=True, positive=True)
+         for c in ("hare_pelts_thousands", "lynx_pelts_thousands")],
+        axis=1,
+    )
     return {"ts": years[1:] - years[0], "y_init": counts[0], "y": counts[1:]}
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions.distribution import Unit
+from numpyro.distributions.distribution import Unit
 
-from bayesbio.errors import BayesbioError, ModelError, OptionError, describe
+from bayesbio.errors import BayesbioError, DataError, ModelError, OptionError, describe
 from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
 from bayesbio.observe import _OBS_KEY
 from bayesbio.ode import FAILURE_SITE_SUFFIX, _failure_context, _FailureContext
@@ -51,10 +52,13 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
     else:
         spec = load_model(model)
     if data is None:
-        data = spec.load_data(None)
+        data = _load_data(spec, None)
     elif isinstance(data, (str, os.PathLike)):
-        data = spec.load_data(str(data))
+        if not os.path.isfile(data):
+            raise DataError(f"data: file '{os.fspath(data)}' does not exist (data for model '{spec.name}')")
+        data = _load_data(spec, str(data))
     data = validate_data(data, model_name=spec.name)
+    _check_dims_coords(dims, coords)
 
     observed: dict[str, np.ndarray] = {}
     latent: list[str] = []
@@ -81,8 +85,15 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
     except BayesbioError:
         raise
     except Exception as exc:
+        key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+        if isinstance(key, str) and key not in data:
+            raise DataError(
+                f"data for model '{spec.name}' has no field '{key}'{_where(exc, spec.model)}; "
+                f"it has {sorted(data)}"
+            ) from exc
         raise ModelError(
-            f"model '{spec.name}' failed when traced with its data: {type(exc).__name__}: {exc}"
+            f"model '{spec.name}' failed when traced with its data{_where(exc, spec.model)}: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     if not observed:
         raise ModelError(f"model '{spec.name}' observes no data (no site with obs=...)")
@@ -96,6 +107,44 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
         spec=spec, data=data, observed=observed, latent=latent, deterministic=deterministic, dims=all_dims,
         coords=all_coords, fingerprint=data_fingerprint(data),
     )
+
+
+def _load_data(spec: ModelSpec, path):
+    """``spec.load_data(path)``; a reader's own exception (pandas, OS) becomes a DataError."""
+    try:
+        return spec.load_data(path)
+    except BayesbioError:
+        raise
+    except Exception as exc:
+        what = f"'{path}'" if path is not None else "its bundled data"
+        raise DataError(
+            f"data: model '{spec.name}' could not load {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_dims_coords(dims, coords) -> None:
+    for label, value in (("dims", dims), ("coords", coords)):
+        if value is not None and not isinstance(value, Mapping):
+            raise OptionError(f"'{label}' must be a dict; got {describe(value)}")
+    for name, names in (dims or {}).items():
+        if isinstance(names, str) or not all(isinstance(d, str) for d in names):
+            raise OptionError(
+                f"'dims': the dims of '{name}' must be a list of dimension names; got {names!r}"
+            )
+
+
+def _where(exc: BaseException, model) -> str:
+    """`` (at FILE:LINE: code)`` of the innermost traceback frame inside the model's own file."""
+    import traceback
+
+    filename = getattr(getattr(model, "__code__", None), "co_filename", None)
+    if filename is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" (at {os.path.basename(frame.filename)}:{frame.lineno}: {(frame.line or '').strip()})"
 
 
 class FailureLog:
