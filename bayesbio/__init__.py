@@ -39,10 +39,6 @@ def __getattr__(name):  # bayesbio.report imports matplotlib and arviz: load it 
         from bayesbio.sbc import run_sbc
 
         return run_sbc
-    if name == "run_sbc":  # simulation-based calibration (scipy.stats, matplotlib): on first use
-        from bayesbio.sbc import run_sbc
-
-        return run_sbc
     if name == "write_report":
         from bayesbio.report import write_report
 
@@ -75,7 +71,6 @@ __all__ = [
     "solve",
     "solve_with_status",
     "require_columns",
-    "run_sbc",
     "run_sbc",
     "write_report",
 ]

@@ -42,14 +42,6 @@ dims = {
 sbc = {"reps": 200, "warmup": 300, "draws": 99, "thin": 4, "dense_mass": True, "batch": 1}
 
 
-#: Simulation-based calibration (``bayesbio sbc lotka_volterra``, see bayesbio.sbc): data simulated
-#: from these priors often have a small noise sd, which makes the posterior narrow and strongly
-#: correlated (theta with z_init); a dense mass matrix keeps NUTS at ~10 leapfrog steps per
-#: iteration there (a diagonal one needed 50-280 in a trial). Thinning by 4 keeps about one draw
-#: per effective sample (min bulk ESS per draw ~0.25 on the lynx–hare data, benchmarks/README.md).
-sbc = {"reps": 200, "warmup": 300, "draws": 99, "thin": 4, "dense_mass": True, "batch": 1}
-
-
 def coords(data):
     return {
         "parameter": ["alpha", "beta", "gamma", "delta"],

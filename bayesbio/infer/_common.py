@@ -16,7 +16,6 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions.distribution import Unit
-from numpyro.distributions.distribution import Unit
 
 from bayesbio.errors import BayesbioError, DataError, ModelError, OptionError, describe
 from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
