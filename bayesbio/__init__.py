@@ -26,7 +26,7 @@ from bayesbio.observe import (  # noqa: E402
     observe,
 )
 from bayesbio.ode import ODESolution, solve, solve_with_status  # noqa: E402
-from bayesbio.tables import numeric_column, require_columns  # noqa: E402
+from bayesbio.tables import numeric_column, read_table, require_columns  # noqa: E402
 
 
 
@@ -65,6 +65,7 @@ __all__ = [
     "numeric_column",
     "observe",
     "pde",
+    "read_table",
     "population",
     "report",
     "sample_nuts",

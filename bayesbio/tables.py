@@ -9,7 +9,22 @@ import pandas as pd
 
 from bayesbio.errors import DataError, describe
 
-__all__ = ["numeric_column", "require_columns"]
+__all__ = ["numeric_column", "read_table", "require_columns"]
+
+
+def read_table(path, **read_csv_options) -> pd.DataFrame:
+    """``pandas.read_csv(path)``, with a :class:`DataError` naming the file when it is missing,
+    empty or not parseable (instead of pandas' or the OS's own exception)."""
+    import os
+
+    if not os.path.isfile(path):
+        raise DataError(f"data file '{os.fspath(path)}' does not exist")
+    try:
+        return pd.read_csv(path, **read_csv_options)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data file '{os.fspath(path)}' is empty; expected a CSV table with a header") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"data file '{os.fspath(path)}' is not a readable CSV table: {exc}") from None
 
 
 def require_columns(table, columns: Sequence[str], *, source: str = "table") -> None:

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import pandas as pd
 
 import bayesbio as bb
 
@@ -52,7 +51,7 @@ def coords(data):
 
 def load_data(path=None):
     """Hare and lynx pelts (thousands); time in years since 1900. ``path``: a CSV like the bundled one."""
-    table = bb.datasets.load("lynx_hare") if path is None else pd.read_csv(path)
+    table = bb.datasets.load("lynx_hare") if path is None else bb.read_table(path)
     source = str(path or "lynx_hare")
     bb.require_columns(table, ["year", "hare_pelts_thousands", "lynx_pelts_thousands"], source=source)
     if len(table) < 2:
