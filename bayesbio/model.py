@@ -14,6 +14,10 @@ level:
     ``{dim: labels}`` for those dims.
 ``description`` (optional)
     one line shown by ``bayesbio models``.
+``init_strategy`` (optional)
+    a NumPyro init strategy for NUTS when the caller gives none (default: uniform in (-2, 2)
+    on the unconstrained scale, as Stan), e.g. ``init_to_median()`` for hierarchical models
+    whose ODE turns stiff in the far corners of that box.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class ModelSpec:
     #: Settings for simulation-based calibration (the script's optional ``sbc = {...}``;
     #: see :mod:`bayesbio.sbc`).
     sbc: Mapping[str, Any] = field(default_factory=dict)
+    #: NumPyro init strategy for NUTS (the script's optional ``init_strategy``); None: the default.
+    init_strategy: Any = None
 
     def coords_for(self, data: Mapping[str, Any]) -> dict[str, list]:
         if self.coords is None:
@@ -118,6 +124,7 @@ def _spec_from_module(module, name: str, source: str) -> ModelSpec:
         description=getattr(module, "description", (module.__doc__ or "").strip().split("\n")[0]),
         source=source,
         sbc=_sbc_settings(module, source),
+        init_strategy=getattr(module, "init_strategy", None),
     )
 
 

@@ -187,7 +187,8 @@ def sample_nuts(
     chunk_size : int
         Iterations per compiled chunk (progress and checkpoint granularity).
     init_strategy : callable, optional
-        A NumPyro init strategy; default: uniform in (-2, 2) on the unconstrained scale, as Stan.
+        A NumPyro init strategy; default: the model script's ``init_strategy`` if it defines one,
+        else uniform in (-2, 2) on the unconstrained scale, as Stan.
     progress : bool, optional
         Show a progress bar; default only on an interactive terminal outside CI.
     checkpoint : path, optional
@@ -239,7 +240,7 @@ def sample_nuts(
     sampler = _Sampler(
         prepared, log=log, target_accept=target_accept, dense_mass=dense_mass,
         max_tree_depth=max_tree_depth, warmup=warmup,
-        init_strategy=init_strategy or init_to_uniform(radius=2.0),
+        init_strategy=init_strategy or prepared.spec.init_strategy or init_to_uniform(radius=2.0),
     )
     key = jax.random.PRNGKey(seed)
     key_chains, key_predictive = jax.random.split(key)
