@@ -24,10 +24,11 @@ if str(HERE) not in sys.path:
 
 import common  # noqa: E402
 import lotka_volterra  # noqa: E402
+import population  # noqa: E402
 import reaction_diffusion  # noqa: E402
 import stiff  # noqa: E402
 
-BENCHMARKS = {"lotka_volterra": lotka_volterra, "stiff": stiff, "reaction_diffusion": reaction_diffusion}
+BENCHMARKS = {"lotka_volterra": lotka_volterra, "population": population, "stiff": stiff, "reaction_diffusion": reaction_diffusion}
 
 
 def parser() -> argparse.ArgumentParser:
