@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
     sbc.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     sbc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sbc.add_argument("--progress", action="store_true", help="show the progress bar also when stderr is not a "
+                     "terminal (logs of long runs)")
 
     report = sub.add_parser("report", help="write an HTML diagnostics report of a results file")
     report.add_argument("results", help="InferenceData NetCDF written by `bayesbio fit`")
@@ -234,7 +236,8 @@ def _cmd_sbc(args, argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = "bayesbio " + " ".join(shlex.quote(str(a)) for a in argv)
     result = run_sbc(
-        args.model, args.data, seed=args.seed, progress=False if args.no_progress else None,
+        args.model, args.data, seed=args.seed,
+        progress=False if args.no_progress else (True if args.progress else None),
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
         batch=args.batch,
     )

@@ -36,9 +36,11 @@ dims = {
 #: Simulation-based calibration (``bayesbio sbc lotka_volterra``, see bayesbio.sbc): data simulated
 #: from these priors often have a small noise sd, which makes the posterior narrow and strongly
 #: correlated (theta with z_init); a dense mass matrix keeps NUTS at ~10 leapfrog steps per
-#: iteration there (a diagonal one needed 50-280 in a trial). Thinning by 4 keeps about one draw
-#: per effective sample (min bulk ESS per draw ~0.25 on the lynx–hare data, benchmarks/README.md).
-sbc = {"reps": 200, "warmup": 300, "draws": 99, "thin": 4, "dense_mass": True, "batch": 1}
+#: iteration there (a diagonal one needed 50-280 in a trial). Thinning by 3 keeps roughly one draw
+#: per effective sample (min bulk ESS per draw ~0.25 on the lynx–hare data, benchmarks/README.md);
+#: a tree depth of 8 caps the cost of the rare, very narrow posteriors (it shows in the JSON's
+#: leapfrog steps). One replication at a time: replications differ a lot in trajectory length.
+sbc = {"reps": 200, "warmup": 200, "draws": 49, "thin": 3, "dense_mass": True, "max_tree_depth": 8, "batch": 1}
 
 
 def coords(data):

@@ -204,10 +204,10 @@ def test_sbc_rejects_unknown_parameter_names():
 # command line
 
 
-def run_cli(*args, cwd, timeout=3600):
+def run_cli(*args, cwd, timeout=3600, stderr=subprocess.PIPE):
     env = dict(os.environ, CI="true", BAYESBIO_CACHE_DIR="off")
     return subprocess.run([sys.executable, "-m", "bayesbio.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
 
 
 def test_cli_sbc_rejects_zero_reps(tmp_path):
@@ -265,8 +265,11 @@ def test_sbc_of_bundled_model_passes(name, tmp_path):
     keep = os.environ.get("BAYESBIO_SBC_RESULTS")
     out = (Path(keep) if keep else tmp_path) / name
     out_arg = os.path.relpath(out, REPO) if keep else str(out)
-    proc = run_cli("sbc", name, "--out", out_arg, "--force", "--no-progress", cwd=REPO, timeout=4 * 3600)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    # with BAYESBIO_SBC_RESULTS set, the progress bar goes to this process's stderr (pytest -s)
+    progress = ["--progress"] if keep else ["--no-progress"]
+    proc = run_cli("sbc", name, "--out", out_arg, "--force", *progress, cwd=REPO, timeout=4 * 3600,
+                   stderr=None if keep else subprocess.PIPE)
+    assert proc.returncode in (0, 1), (proc.stderr or "")[-3000:]
     payload = json.loads((out / "sbc.json").read_text())
     assert payload["settings"]["reps"] >= MIN_REPS.get(name, 200)
     table = "\n".join(f"{p['name']}: p={p['p_value']:.3f} holm={p['p_holm']:.3f}" for p in payload["parameters"])
