@@ -14,8 +14,10 @@ __version__ = "0.1.0"
 
 from bayesbio import datasets, errors  # noqa: E402
 from bayesbio import pde, population  # noqa: E402
+from bayesbio import distributed, parallel  # noqa: E402
 from bayesbio.infer import fit_laplace, fit_svi, sample_nuts  # noqa: E402
 from bayesbio.model import ModelSpec, bundled_models, load_model  # noqa: E402
+from bayesbio.parallel import make_mesh  # noqa: E402
 from bayesbio.observe import (  # noqa: E402
     CombinedNoise,
     LeftCensored,
@@ -58,14 +60,17 @@ __all__ = [
     "__version__",
     "bundled_models",
     "datasets",
+    "distributed",
     "errors",
     "fit_laplace",
     "fit_svi",
     "load_model",
+    "make_mesh",
     "numeric_column",
     "observe",
     "pde",
     "read_table",
+    "parallel",
     "population",
     "report",
     "sample_nuts",

@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the sampler state to OUT.ckpt every N iterations (NUTS)")
     fit.add_argument("--resume", action="store_true",
                      help="continue a killed run from OUT.ckpt (same model, data, seed and settings)")
+    fit.add_argument("--devices", type=_positive_int("devices"), metavar="N",
+                     help="shard the patients of population models over N devices (GPUs, or CPU devices: "
+                          "the CLI then makes at least N); see bayesbio.parallel")
+    fit.add_argument("--chain-devices", type=_positive_int("chain-devices"), default=1, metavar="K",
+                     help="with --devices: run K chains side by side, each on N/K devices "
+                          "(--chain-method parallel)")
+    fit.add_argument("--distributed", action="store_true",
+                     help="join the other processes of a multi-host run (SLURM or BAYESBIO_COORDINATOR_ADDRESS/"
+                          "NUM_PROCESSES/PROCESS_ID; see bayesbio.distributed); process 0 writes the results")
 
     sub.add_parser("models", help="list the bundled models")
 
@@ -145,6 +154,29 @@ def _configure_jax(float32: bool) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _configure_devices(args) -> None:
+    """--distributed: jax.distributed from the cluster's environment (before JAX runs anything);
+    --devices: the (chains, patients) mesh, made active for the rest of the process."""
+    if args.chain_devices > 1 and not args.devices:
+        raise _UsageError("--chain-devices: needs --devices")
+    if args.distributed:
+        from bayesbio.distributed import initialize
+
+        initialize()
+    if args.devices:
+        import jax
+
+        from bayesbio.parallel import make_mesh
+
+        jax.set_mesh(make_mesh(args.devices, chains=args.chain_devices))
+
+
+def _is_process_zero() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def _cmd_models(args) -> int:
     from bayesbio.model import bundled_models
 
@@ -163,6 +195,7 @@ def _cmd_fit(args) -> int:
     if args.resume and not ckpt.is_file():
         raise _UsageError(f"--resume: no checkpoint '{ckpt}' to resume from")
     _configure_jax(args.float32)
+    _configure_devices(args)
     import arviz as az
 
     import bayesbio as bb
@@ -183,6 +216,8 @@ def _cmd_fit(args) -> int:
                            samples=args.samples, seed=args.seed, progress=progress)
     else:
         idata = bb.fit_laplace(args.model, args.data, samples=args.samples, seed=args.seed)
+    if args.distributed and not _is_process_zero():
+        return 0  # every process has the same draws; process 0 writes them
     write_netcdf_atomic(idata, out)
     ckpt.unlink(missing_ok=True)  # the result is safe on disk: the checkpoint has served
     post = idata.posterior
@@ -299,20 +334,22 @@ class _UsageError(Exception):
     pass
 
 
-def _expose_cpu_cores() -> None:
-    """One JAX CPU device per core, so chains can run in parallel.
+def _expose_cpu_cores(minimum: int | None = None) -> None:
+    """One JAX CPU device per core (at least ``minimum``: ``--devices N``), so chains can run
+    in parallel.
 
     JAX reads XLA_FLAGS when its backend starts (the first device query), not at import, so
     this works as long as nothing has touched a device yet; a flag the user set wins."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(1, cores or 1)}".strip()
+        count = max(1, cores or 1, minimum or 1)
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _expose_cpu_cores()
+    _expose_cpu_cores(getattr(args, "devices", None))
     from bayesbio.errors import BayesbioError
 
     try:

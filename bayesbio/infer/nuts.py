@@ -21,6 +21,13 @@ Chain methods:
     chains spread over the local devices with ``pmap`` (set
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts to get N CPU
     devices); groups of ``n_devices`` chains run one after the other.
+
+Devices (``devices=`` / ``mesh=``, :mod:`bayesbio.parallel`): the run happens under a
+``("chains", "patients")`` device mesh made active with :func:`jax.set_mesh`. Population
+solves shard their patients over ``"patients"`` (:mod:`bayesbio.population.sharding`);
+``"parallel"`` then runs one chain per row of devices along ``"chains"``
+(:class:`bayesbio.parallel.ChainRows` instead of ``pmap``), and ``"auto"`` means ``"parallel"`` when that axis
+is longer than 1, else ``"sequential"``.
 """
 
 from __future__ import annotations
@@ -160,6 +167,8 @@ def sample_nuts(
     count_solver_failures: bool = True,
     dims=None,
     coords=None,
+    devices=None,
+    mesh=None,
 ):
     """Sample the posterior of a model with NUTS and return an ``arviz.InferenceData``.
 
@@ -208,6 +217,13 @@ def sample_nuts(
         just not counted).
     dims, coords : dict, optional
         Extra dims/coords for the InferenceData (added to the model's own).
+    devices : int or sequence of jax.Device, optional
+        Shard the patients of population models over this many devices (the first
+        ``devices`` of ``jax.devices()``, or these devices); see :mod:`bayesbio.parallel`.
+        Default: no mesh, everything as before.
+    mesh : jax.sharding.Mesh, optional
+        Instead of ``devices``: a mesh from :func:`bayesbio.make_mesh` (``chains=`` spreads
+        chains over groups of devices with ``chain_method="parallel"``).
 
     Returns
     -------
@@ -216,6 +232,11 @@ def sample_nuts(
         ``sample_stats`` (``diverging``, ``solver_failures``, ``tree_depth``, ``step_size``,
         ...), ``log_likelihood``, ``posterior_predictive`` and ``observed_data``.
     """
+    if devices is not None or mesh is not None:  # run again under the mesh (bayesbio.parallel)
+        arguments = dict(locals())
+        from bayesbio.parallel import run_with_mesh
+
+        return run_with_mesh(sample_nuts, arguments)
     chains = check_positive_int("chains", chains)
     warmup = check_positive_int("warmup", warmup, minimum=0)
     samples = check_positive_int("samples", samples)
@@ -227,6 +248,12 @@ def sample_nuts(
         raise OptionError(f"'chain_method' must be one of {list(CHAIN_METHODS)}; got {describe(chain_method)}")
     if not isinstance(dense_mass, bool):
         raise OptionError(f"'dense_mass' must be True or False; got {describe(dense_mass)}")
+    from bayesbio.parallel import CHAIN_AXIS, active_mesh
+
+    active = active_mesh()
+    chain_width = dict(active.shape).get(CHAIN_AXIS, 1) if active is not None else None
+    if chain_method == "auto" and active is not None:
+        chain_method = "parallel" if chain_width > 1 and chains > 1 else "sequential"
     if chain_method == "auto":
         chain_method = "parallel" if jax.local_device_count() > 1 and chains > 1 else "sequential"
     if (checkpoint_every is not None or resume) and checkpoint is None:
@@ -253,6 +280,11 @@ def sample_nuts(
     if chain_method == "vectorized":
         groups = [np.arange(chains)]
         mapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
+    elif chain_method == "parallel" and active is not None:  # one chain per device group
+        from bayesbio.parallel import ChainRows, chain_groups
+
+        groups = chain_groups(chains, active)
+        mapped = ChainRows(jax.vmap(chunk, in_axes=(0, 0, None, None)), active)
     elif chain_method == "parallel":
         n_dev = jax.local_device_count()
         groups = [np.arange(chains)[i : i + n_dev] for i in range(0, chains, n_dev)]
@@ -267,7 +299,7 @@ def sample_nuts(
         if size not in compiled:
             example = _tree_index(states, slice(0, size))
             if chain_method == "parallel":
-                compiled[size] = mapped  # pmap compiles on first call
+                compiled[size] = mapped  # pmap (or ChainRows) compiles on first call
                 jax.block_until_ready(mapped(example, chain_ids[:size], jnp.int32(0), data))
             else:
                 compiled[size] = jax.jit(mapped).lower(example, chain_ids[:size], jnp.int32(0), data).compile()
@@ -295,6 +327,8 @@ def sample_nuts(
                       dense_mass=dense_mass, max_tree_depth=max_tree_depth,
                       chain_method=chain_method, chunk_size=chunk_size),
     )
+    if active is not None:  # the mesh shape is part of a run's identity (checkpoints, attrs)
+        identity["settings"]["mesh"] = {str(k): int(v) for k, v in dict(active.shape).items()}
     if resume:
         saved = load_checkpoint(checkpoint, expect=identity)
         start_group, start_done = saved["group"], saved["done"]

@@ -200,6 +200,15 @@ def solve_population_with_status(
 
     y0_axis = axis_of(y0, "y0")
     bio_axis = axis_of(bioavailability, "bioavailability")
+    # devices: with a "patients" mesh active (bayesbio.parallel), shard the patients instead
+    from bayesbio.population.sharding import dispatch_population_solve
+
+    sharded = dispatch_population_solve(
+        rhs, params, batch, shared=shared, y0=y0, bioavailability=bioavailability, solver=solver, rtol=rtol,
+        atol=atol, max_steps=max_steps, sensitivity=sensitivity,
+    )
+    if sharded is not None:
+        return sharded
 
     def one(p, ev, y0_i, bio_i):
         if shared is not None:
