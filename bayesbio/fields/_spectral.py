@@ -154,11 +154,13 @@ def discrete_basis(grid: FieldGrid, boundary: str) -> SpectralBasis:
     return SpectralBasis(grid, tuple(factors), tuple(lams), None, "discrete")
 
 
-def continuous_basis(grid: FieldGrid, boundary: str, n_modes) -> SpectralBasis:
+def continuous_basis(grid: FieldGrid, boundary: str, n_modes, *, margin: float = 0.0) -> SpectralBasis:
     """The ``n_modes`` smoothest analytic eigenfunctions of -Laplacian, evaluated at the cell centres.
 
     In 2-D the modes with the smallest ``lambda_j^x + lambda_k^y`` are kept (ties broken by
     index); the candidate set per axis is ``n_modes`` long so no kept mode is missed.
+    ``margin``: the eigenfunctions are those of the domain extended by exactly ``margin`` per
+    side (no rounding to cells), evaluated at the grid's own centres.
     """
     check_boundary(boundary)
     if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
@@ -166,7 +168,7 @@ def continuous_basis(grid: FieldGrid, boundary: str, n_modes) -> SpectralBasis:
     m = int(n_modes)
     factors, lams = [], []
     for k in range(grid.ndim):
-        lam, phi = _continuous_1d(grid.axis(k), grid.lower[k], grid.lengths[k], boundary, m)
+        lam, phi = _continuous_1d(grid.axis(k), grid.lower[k] - margin, grid.lengths[k] + 2 * margin, boundary, m)
         factors.append(phi)
         lams.append(lam)
     active = None

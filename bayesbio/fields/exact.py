@@ -104,7 +104,11 @@ def linear_gaussian_posterior(prior, operator, y, noise_sd, **hyper) -> FieldPos
     Returns
     -------
     FieldPosterior
-        With the full covariance factor (``method="exact"``).
+        With the full covariance factor (``method="exact"``); ``info["white_mean"]`` and
+        ``info["white_factor"]`` give the posterior of the whitened coordinates,
+        ``N(white_mean, W W^T)`` — for a :class:`~bayesbio.fields.MaternKL` prior these mean the
+        same on every grid, so the posterior can be evaluated anywhere with another grid's
+        ``whitening_matrix``.
     """
     grid, m, big_l = _prior_parts(prior, hyper)
     a = np.asarray(operator, dtype=float)
@@ -129,4 +133,6 @@ def linear_gaussian_posterior(prior, operator, y, noise_sd, **hyper) -> FieldPos
     factor = sla.solve_triangular(chol[0], big_l.T, lower=True).T
     mean = (m + big_l @ mu_xi).reshape(grid.shape)
     sd = np.sqrt(np.sum(factor**2, axis=1)).reshape(grid.shape)
-    return FieldPosterior(grid, mean, sd, factor, "exact", {"n_obs": int(keep.sum())})
+    white_factor = sla.solve_triangular(chol[0], np.eye(p.shape[0]), lower=True).T  # C^-T: P^-1 = W W^T
+    info = {"n_obs": int(keep.sum()), "white_mean": mu_xi, "white_factor": white_factor}
+    return FieldPosterior(grid, mean, sd, factor, "exact", info)

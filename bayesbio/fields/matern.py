@@ -188,6 +188,6 @@ class MaternKL(_Matern):
                  mean=0.0):
         super().__init__(grid, sigma=sigma, length_scale=length_scale, nu=nu, boundary=boundary, margin=margin,
                          mean=mean)
-        full = continuous_basis(self.extended, self.boundary, n_modes)
-        self.basis = crop_basis(full, self.grid, self.pads)
+        # the exact margin (not rounded to cells): the expansion is the same on every grid
+        self.basis = continuous_basis(self.grid, self.boundary, n_modes, margin=self.margin)
         self.n_modes = int(n_modes)
