@@ -357,3 +357,34 @@ def test_scratch_assay_discretisation_error_is_small_against_the_noise(scratch, 
         # the measurement noise sd is ~1.5e-4 cells/µm² (posterior of sigma); the discretisation
         # error must be a small fraction of it
         assert np.abs(np.asarray(coarse) - np.asarray(fine)).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_scratch_assay_porous_fisher_beats_fisher_kpp(scratch):
+    """Jin et al. (2016), qualitatively: LOO prefers Porous-Fisher, and Fisher–KPP's D and λ
+    drift with the initial density more than Porous-Fisher's."""
+    import arviz as az
+
+    data = scratch.load_data()
+    fits = {
+        kind: bb.sample_nuts(
+            scratch.make_model(kind), data, dims=scratch.dims, coords=scratch.coords(data),
+            chains=4, warmup=500, samples=500, seed=3,
+        )
+        for kind in ("fisher_kpp", "porous_fisher")
+    }
+    spread = {}
+    for kind, idata in fits.items():
+        assert int(idata.sample_stats["diverging"].sum()) == 0
+        assert float(az.rhat(idata, var_names=["D", "lambda", "K", "sigma"]).to_array().max()) < 1.01
+        med = {n: np.median(idata.posterior[n].values.reshape(-1, 6), axis=0) for n in ("D", "lambda")}
+        spread[kind] = {n: med[n].max() / med[n].min() for n in med}
+    loo = {kind: az.loo(idata) for kind, idata in fits.items()}
+    diff = loo["porous_fisher"].elpd_loo - loo["fisher_kpp"].elpd_loo
+    se = az.compare(fits, ic="loo").loc["fisher_kpp", "dse"]
+    print({k: (v.elpd_loo, v.se) for k, v in loo.items()}, "diff", diff, "dse", se, "spread", spread)
+    # "better by LOO": more than two standard errors of the difference
+    assert diff > 2 * se
+    # drift: Fisher–KPP's estimates vary more across the six densities than Porous-Fisher's
+    assert spread["fisher_kpp"]["D"] > spread["porous_fisher"]["D"]
+    assert spread["fisher_kpp"]["lambda"] > spread["porous_fisher"]["lambda"]

@@ -151,10 +151,8 @@ def all_axis_terms(u, grid, D, bc, owner="diffusion"):
     out = []
     for axis, g1d in enumerate((grid.gx, grid.gy)):
         ua = jnp.moveaxis(u, axis, 0)
-        if kind == "function":
-            Da = lambda v, axis=axis: jnp.moveaxis(D(jnp.moveaxis(v, 0, axis)), axis, 0)  # noqa: E731
-        else:
-            Da = _move(jnp.asarray(D), kind, axis)
+        # a density-dependent D(u) acts cell by cell, so it needs no reordering
+        Da = D if kind == "function" else _move(jnp.asarray(D), kind, axis)
         out.append(axis_terms(ua, g1d, Da, kind, *bcs[axis]))
     return out
 
