@@ -14,7 +14,14 @@ Building blocks, each a small module:
 * :mod:`~bayesbio.population.batched` — every patient solved in one ``vmap``-ed call,
   restarting exactly at each dose: :func:`solve_population` (in a model, failure-safe),
   :func:`solve_population_with_status`, :func:`solve_patient` (pure, one patient);
-* :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables.
+* :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables;
+* :mod:`~bayesbio.population.simulate` — predictions and simulations from a fit: individual
+  (IPRED), typical (PRED) and new patients (:func:`simulate`), new regimens
+  (:func:`simulate_regimen`), :func:`individual_fits`;
+* :mod:`~bayesbio.population.diagnostics` — η-shrinkage (:func:`shrinkage`,
+  :func:`eta_shrinkage`) and visual predictive checks (:func:`vpc`, :func:`vpc_from_model`);
+* :mod:`~bayesbio.population.plots` — :func:`plot_individual_fits`, :func:`plot_vpc`,
+  :func:`plot_regimen` (matplotlib, imported on first use).
 
 A population PK model script then reads::
 
@@ -36,9 +43,40 @@ from bayesbio.population.covariates import allometric, categorical, exponential,
 from bayesbio.population.dosing import Dose, Patient, bolus, infusion, patient, repeat, reset
 from bayesbio.population.effects import individual_parameters, lognormal_parameters, random_effects
 from bayesbio.population.nonmem import EVID_SUPPORTED, PopulationData, read_nonmem
+from bayesbio.population.diagnostics import VPC, eta_shrinkage, shrinkage, time_bins, vpc, vpc_from_model
+from bayesbio.population.plots import plot_individual_fits, plot_regimen, plot_vpc
+from bayesbio.population.simulate import (
+    IndividualFits,
+    Simulation,
+    dense_events,
+    individual_fits,
+    posterior_draws,
+    prediction_bands,
+    simulate,
+    simulate_regimen,
+    with_events,
+)
 
 __all__ = [
     "EVID_SUPPORTED",
+    "IndividualFits",
+    "Simulation",
+    "VPC",
+    "dense_events",
+    "eta_shrinkage",
+    "individual_fits",
+    "plot_individual_fits",
+    "plot_regimen",
+    "plot_vpc",
+    "posterior_draws",
+    "prediction_bands",
+    "shrinkage",
+    "simulate",
+    "simulate_regimen",
+    "time_bins",
+    "vpc",
+    "vpc_from_model",
+    "with_events",
     "Dose",
     "Patient",
     "PopulationBatch",
