@@ -13,6 +13,7 @@ _warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refa
 __version__ = "0.1.0"
 
 from bayesbio import datasets, errors  # noqa: E402
+from bayesbio import fields  # noqa: E402
 from bayesbio import pde, population  # noqa: E402
 from bayesbio import distributed, parallel  # noqa: E402
 from bayesbio.infer import fit_laplace, fit_svi, sample_nuts  # noqa: E402
@@ -62,6 +63,7 @@ __all__ = [
     "datasets",
     "distributed",
     "errors",
+    "fields",
     "fit_laplace",
     "fit_svi",
     "load_model",

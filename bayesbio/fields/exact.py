@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import linalg as sla
-from scipy.stats import norm
 
 from bayesbio.errors import DataError, OptionError, describe
 from bayesbio.fields._grid import FieldGrid, as_field_grid
@@ -49,7 +48,9 @@ class FieldPosterior:
 
     def band(self, prob: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise central credible band (Gaussian quantiles)."""
-        z = norm.ppf(0.5 + 0.5 * _check_prob(prob))
+        from scipy.special import ndtri
+
+        z = ndtri(0.5 + 0.5 * _check_prob(prob))
         return self.mean - z * self.sd, self.mean + z * self.sd
 
     def sample(self, rng, num: int = 1) -> np.ndarray:
