@@ -41,6 +41,6 @@ def growth_model(rhs, data):
         v0 = numpyro.sample("v0", dist.LogNormal(jnp.log(jnp.asarray(data["v0_obs"])), 0.3))
     sigma = numpyro.sample("sigma", dist.HalfNormal(0.5))
     preds = [bb.solve(rhs, v0[i][None], data["ts_obs"][i], jnp.stack([r[i], k[i]]), t0=0.0, rtol=1e-6, atol=1e-8,
-                      max_steps=500)[:, 0] for i in range(n)]
+                      max_steps=500, name=f"lesion{i}")[:, 0] for i in range(n)]
     bb.observe("v0_obs", bb.LogNormalNoise(v0, sigma), obs=data["v0_obs"])
     bb.observe("v", bb.LogNormalNoise(jnp.stack(preds), sigma), obs=data["v"])
