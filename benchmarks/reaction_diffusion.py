@@ -151,7 +151,7 @@ def _run_worker(kind: str, cfg: dict, env_extra: dict, log: Path) -> dict:
 
 def render(result: dict) -> str:
     post, two = result.get("posterior_1d"), result.get("solve_2d")
-    lines = [f"# {TITLE}", "", f"Machine: {result['machine'].get('platform', '')}; {result['machine'].get('cpus', '')} CPUs. "
+    lines = [f"# {TITLE}", "", f"Machine: {result['machine'].get('platform', '')}; {result['machine'].get('cpu_count', '')} CPUs (load average {result['load_average_start'][0]:.1f} at start). "
              f"Run: {result['date']}." + (" **Quick smoke run.**" if result["quick"] else ""), ""]
     lines += ["| measurement | value | target | met |", "|---|---:|---:|:-:|"]
     if post:
