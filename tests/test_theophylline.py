@@ -41,6 +41,7 @@ def test_data_and_model_trace():
     assert tr["conc"]["value"].shape == (12, 11)
 
 
+@pytest.mark.slow  # four compilations of the model (sampler, constrain, log-likelihood, predictive): minutes
 def test_short_nuts_run_has_the_named_variables():
     idata = bb.sample_nuts("theophylline", chains=1, warmup=30, samples=20, seed=3, progress=False)
     post = idata.posterior

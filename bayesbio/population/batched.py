@@ -105,7 +105,13 @@ def solve_patient(
         jnp.asarray(events.seg_start, dtype), jnp.asarray(events.seg_end, dtype),
         jnp.asarray(events.seg_bolus, dtype), jnp.asarray(events.seg_rate, dtype), jnp.asarray(events.seg_reset),
     )
-    _, (ys_seg, failed_seg) = jax.lax.scan(segment, y0, xs)
+    if xs[0].shape[0] == 1:
+        # one segment (e.g. a single dose at the first record): no scan, so the initial state
+        # stays a constant and the solver integrates no sensitivities with respect to it
+        _, (ys_seg, failed_seg) = segment(y0, tuple(x[0] for x in xs))
+        ys_seg, failed_seg = ys_seg[None], failed_seg[None]
+    else:
+        _, (ys_seg, failed_seg) = jax.lax.scan(segment, y0, xs)
     # ys_seg: (n_segments, n_obs, n_states); each record reads its own segment
     idx = jnp.asarray(events.obs_segment)[None, :, None]
     ys = jnp.take_along_axis(ys_seg, idx, axis=0)[0]
