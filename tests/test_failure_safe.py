@@ -1,6 +1,6 @@
 """Failure-safe sampling: a model whose solution blows up for part of its prior samples to
 completion; the failed solves are counted per chain and surfaced by the report's verdict and
-chain table."""
+chain table (what the HTML report renders; its rendering of them is tested in test_report.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ def blowup_model(data):
     bb.observe("y", bb.NormalNoise(y[:1, 0], 0.5), obs=data["y"])
 
 
-def test_blowup_model_samples_to_completion_and_the_report_counts_failures(tmp_path):
-    from bayesbio.report import write_report
+def test_blowup_model_samples_to_completion_and_the_report_counts_failures():
     from bayesbio.report.diagnostics import analyse
     from bayesbio.report.tables import chain_health
 
@@ -51,5 +50,3 @@ def test_blowup_model_samples_to_completion_and_the_report_counts_failures(tmp_p
     table = chain_health(idata)
     np.testing.assert_array_equal(table["solver failures"].to_numpy(), per_chain)
 
-    html = write_report(idata, tmp_path / "report.html").read_text()
-    assert "ODE solver failures" in html and f"chain 1: {per_chain[1]}" in html
