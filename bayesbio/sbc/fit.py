@@ -147,7 +147,7 @@ class BatchFitter:
             obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
             out = jax.device_get(fn(jnp.asarray(keys)[idx], self.prepared.data, obs))
             n_real = min(batch, reps - start)
-            parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_real], out))
+            parts.append(jax.tree_util.tree_map(lambda x, n=n_real: np.asarray(x)[:n], out))
             if on_batch is not None:
                 on_batch(n_real)
         draws, div, steps, ok = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)

@@ -107,10 +107,9 @@ def simulate(prepared: Prepared, rng_key, reps: int, *, params: list[str], max_a
             "needed; the prior puts much of its mass where the model fails: tighten the priors, "
             "or raise the SBC setting 'max_prior_attempts'"
         )
-    stack = lambda rows, k: np.stack([r[k] for r in rows])  # noqa: E731
     return Simulation(
-        params={k: stack(kept_params, k) for k in params},
-        observations={k: stack(kept_obs, k) for k in names},
+        params={k: np.stack([r[k] for r in kept_params]) for k in params},
+        observations={k: np.stack([r[k] for r in kept_obs]) for k in names},
         attempts=attempts,
         rejected=attempts - reps,
     )
