@@ -10,7 +10,6 @@ import arviz as az
 import numpy as np
 import pytest
 
-import bayesbio as bb
 from bayesbio.errors import DataError, ModelError, OptionError
 from bayesbio.population import (
     IndividualFits,
@@ -244,7 +243,7 @@ def test_individual_fits_and_plots(theo):
     assert int(np.isfinite(fits.obs_value).sum()) == 132
     fig = plot_individual_fits(fits, patients=[0, 1, 2], ncols=2)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == 3 and visible[0].get_title() == "patient 1"
+    assert len(visible) == 3 and visible[0].get_title() == "patient 1"  # the Theoph subject label, from the model coords
     assert len(visible[0].lines) == 3  # PRED, IPRED, observations
     rng = np.random.default_rng(0)
     t, sims = _toy_replicates(20, rng)

@@ -23,6 +23,7 @@ _FILES = {
     "treloar1944": "treloar1944_rubber.csv",
     "theophylline_nonmem": "theophylline_theo_sd_nonmem.csv",
     "scratch_assay": "scratch_assay_jin2016.csv",
+    "warfarin_pkpd": "warfarin_pkpd.csv",
 }
 
 

@@ -17,7 +17,9 @@ Building blocks, each a small module:
 * :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables;
 * :mod:`~bayesbio.population.simulate` — predictions and simulations from a fit: individual
   (IPRED), typical (PRED) and new patients (:func:`simulate`), new regimens
-  (:func:`simulate_regimen`), :func:`individual_fits`;
+  (:func:`simulate_regimen`); :mod:`~bayesbio.population.fits` — :func:`individual_fits`;
+* :mod:`~bayesbio.population.outputs` — :func:`output_values` (one output of a multi-output
+  table, for models with one noise model per output);
 * :mod:`~bayesbio.population.diagnostics` — η-shrinkage (:func:`shrinkage`,
   :func:`eta_shrinkage`) and visual predictive checks (:func:`vpc`, :func:`vpc_from_model`);
 * :mod:`~bayesbio.population.plots` — :func:`plot_individual_fits`, :func:`plot_vpc`,
@@ -45,11 +47,11 @@ from bayesbio.population.effects import individual_parameters, lognormal_paramet
 from bayesbio.population.nonmem import EVID_SUPPORTED, PopulationData, read_nonmem
 from bayesbio.population.diagnostics import VPC, eta_shrinkage, shrinkage, time_bins, vpc, vpc_from_model
 from bayesbio.population.plots import plot_individual_fits, plot_regimen, plot_vpc
+from bayesbio.population.fits import IndividualFits, individual_fits
+from bayesbio.population.outputs import output_values
 from bayesbio.population.simulate import (
-    IndividualFits,
     Simulation,
     dense_events,
-    individual_fits,
     posterior_draws,
     prediction_bands,
     simulate,
@@ -65,6 +67,7 @@ __all__ = [
     "dense_events",
     "eta_shrinkage",
     "individual_fits",
+    "output_values",
     "plot_individual_fits",
     "plot_regimen",
     "plot_vpc",

@@ -19,8 +19,9 @@ Visual predictive check (Holford 2005; Bergstrand et al. 2011, AAPS J 13:143)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -297,7 +298,7 @@ def vpc_from_model(
     ``times`` defaults to ``data["events"]["obs_time"]``; the observations are those of the
     observed site ``site`` (NaN where the site has no measurement).
     """
-    from bayesbio.population.simulate import _resolve_model, _site_info, simulate
+    from bayesbio.population.simulate import _resolve_model, simulate
 
     fn, data = _resolve_model(model, data)
     sim = simulate(fn, idata, data, mode="new", random_effects=random_effects, sites=site,

@@ -9,7 +9,7 @@ figure. The numbers come from :mod:`~bayesbio.population.simulate` and
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
