@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -220,7 +221,7 @@ class ChainRows:
             raise ValueError(f"ChainRows: {n} chains for {len(self.rows)} rows of devices")
         pending = []
         for i in range(n):
-            row_state = self._replicated(i, jax.tree_util.tree_map(lambda x: x[i : i + 1], state))
+            row_state = self._replicated(i, jax.tree_util.tree_map(lambda x, i=i: x[i : i + 1], state))
             row_ids = self._replicated(i, chain_ids[i : i + 1])
             placed = [self._shared(i, x) if _is_large(x) else self._replicated(i, x) for x in shared]
             with jax.set_mesh(self.rows[i]):

@@ -44,7 +44,7 @@ def run_worker(*args, devices: int, env: dict | None = None, timeout: float = 90
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, str(WORKER), *map(str, args)], capture_output=True, text=True, env=full_env,
-        timeout=timeout, cwd=REPO,
+        timeout=timeout, cwd=REPO, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -80,11 +80,16 @@ def test_short_nuts_run_gives_the_same_draws_sharded_and_with_chains_on_devices(
     assert json.loads(sharded["settings"])["mesh"] == {CHAIN_AXIS: 1, PATIENT_AXIS: 8}
     assert json.loads(chains["settings"])["mesh"] == {CHAIN_AXIS: 2, PATIENT_AXIS: 4}
     for other in (sharded, chains):
-        assert other["n_steps"] == single["n_steps"]  # same trajectories
+        # the same trees, leapfrog step for leapfrog step: the runs follow the same path
+        assert other["n_steps"] == single["n_steps"]
         for k, ref in single["draws"].items():
-            # the log densities differ by ~1e-13 (summation order); 30 NUTS iterations amplify
-            # that by the trajectories' sensitivity but stay far below 1e-8
-            np.testing.assert_allclose(other["draws"][k], ref, rtol=0, atol=1e-8, err_msg=k)
+            # The log densities differ by ~1e-13 relative (summation order). Hamiltonian
+            # trajectories are chaotic: over the ~1900 leapfrog steps and the step-size/mass
+            # adaptation of this run that grows to ~1e-8 relative at the first draw and up to
+            # ~1e-5 by the last (measured: 2 processes x 4 devices vs one process, 2 x 4 mesh;
+            # largest on random effects near zero). rtol 1e-4 / atol 1e-5 bound that growth;
+            # any real difference (another posterior, another seed) is O(1).
+            np.testing.assert_allclose(other["draws"][k], ref, rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 # ------------------------------------------------------------------------------------------

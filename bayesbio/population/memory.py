@@ -196,7 +196,7 @@ def device_memory_limit(device=None) -> tuple[int | None, str]:
     device = device or jax.local_devices()[0]
     try:
         stats = device.memory_stats()
-    except Exception:  # some backends do not implement it
+    except (RuntimeError, NotImplementedError):  # some backends do not implement it
         stats = None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"JAX memory_stats of {device.platform} device {device.id}"

@@ -27,7 +27,8 @@ of a few units in the last place, ~1e-13 relative in x64).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -66,11 +67,11 @@ def _pad_rows(x, n_rows: int, fill=None):
 
 
 #: field -> value of a padding patient (None: repeat the last patient's row)
-_PAD_FILL = dict(
-    seg_start=0.0, seg_end=0.0, seg_bolus=0.0, seg_rate=0.0, seg_reset=False,
-    obs_time=0.0, obs_segment=0, obs_value=np.nan, obs_cmt=0, obs_valid=False,
-    dose_time=0.0, dose_amount=0.0, dose_rate=0.0, dose_cmt=0, dose_valid=False,
-)
+_PAD_FILL = {
+    "seg_start": 0.0, "seg_end": 0.0, "seg_bolus": 0.0, "seg_rate": 0.0, "seg_reset": False,
+    "obs_time": 0.0, "obs_segment": 0, "obs_value": np.nan, "obs_cmt": 0, "obs_valid": False,
+    "dose_time": 0.0, "dose_amount": 0.0, "dose_rate": 0.0, "dose_cmt": 0, "dose_valid": False,
+}
 
 
 def pad_batch(events, n_patients: int) -> PopulationBatch:
