@@ -22,13 +22,15 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import backward_uq  # noqa: E402
 import common  # noqa: E402
 import lotka_volterra  # noqa: E402
 import population  # noqa: E402
 import reaction_diffusion  # noqa: E402
 import stiff  # noqa: E402
 
-BENCHMARKS = {"lotka_volterra": lotka_volterra, "population": population, "stiff": stiff, "reaction_diffusion": reaction_diffusion}
+BENCHMARKS = {"lotka_volterra": lotka_volterra, "population": population, "stiff": stiff, "reaction_diffusion": reaction_diffusion,
+              "backward_uq": backward_uq}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
             "",
             f"Details: [{name}{suffix}.md]({name}{suffix}.md)",
             "",
-            common.markdown_table(result["rows"], common.MAIN_COLUMNS),
+            common.markdown_table(result["rows"], result.get("summary_columns", common.MAIN_COLUMNS)),
             "",
         ]
     for name in failed:
