@@ -35,8 +35,8 @@ import common  # noqa: E402
 NAME = "population"
 STAN_FILE = HERE / "stan" / "population_pk.stan"
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
-# the tolerances of models/theophylline.py (solve_population(..., rtol=1e-6, atol=1e-6, max_steps=1000))
-RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 1000
+# the tolerances of models/theophylline.py (solve_population(..., rtol=1e-6, atol=1e-6, max_steps=5000))
+RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 5000
 FULL_SIZES = (10, 100, 1000, 10000)
 QUICK_SIZES = (10, 100, 1000)
 DATA_SEED = 20240611
