@@ -401,7 +401,7 @@ def render(result: dict) -> str:
         "",
         f"*time to ESS {TARGET_ESS}* = setup + sampling × {TARGET_ESS} / min bulk ESS, where setup = end-to-end − "
         "sampling (process start, imports, problem set-up, preconditioner / compilation / warm-up or burn-in) — the "
-        "run scaled to exactly the target. *accurate*: the max over the 128 grid values of |error| / ArviZ MCSE is "
+        "run scaled to exactly the target (an extrapolation for rows whose min bulk ESS is below the target). *accurate*: the max over the 128 grid values of |error| / ArviZ MCSE is "
         f"below {Z_LIMIT:g} for both the mean and the sd (no bias beyond Monte Carlo error). Errors are against the "
         "exact Gaussian posterior.",
         "",
