@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import common  # noqa: E402
+import common
 
 NAME = "backward_uq"
 TITLE = "Linear-Gaussian backward UQ (128 cells): bayesbio vs CUQIpy, time to bulk ESS ≥ 400 at every grid value"
@@ -399,54 +399,54 @@ def render(result: dict) -> str:
         f"comparable). Created {result['created_at']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())) + ".",
         "",
-        f"*time to ESS {TARGET_ESS}* = setup + sampling × {TARGET_ESS} / min bulk ESS, where setup = end-to-end − "
+        (f"*time to ESS {TARGET_ESS}* = setup + sampling × {TARGET_ESS} / min bulk ESS, where setup = end-to-end − "
         "sampling (process start, imports, problem set-up, preconditioner / compilation / warm-up or burn-in) — the "
         "run scaled to exactly the target (an extrapolation for rows whose min bulk ESS is below the target). *accurate*: the max over the 128 grid values of |error| / ArviZ MCSE is "
         f"below {Z_LIMIT:g} for both the mean and the sd (no bias beyond Monte Carlo error). Errors are against the "
-        "exact Gaussian posterior.",
+        "exact Gaussian posterior."),
         "",
     ]
     for name, pr in result["problems"].items():
         v = pr["verdict"]
         lines += [f"## {name}", "", common.markdown_table(pr["rows"], COLUMNS), ""]
         if "speedup" in v:
-            lines += [f"**MCMC target (faster than CUQIpy, equally accurate):** {'met' if v['target_met'] else 'NOT met'} — "
+            lines += [(f"**MCMC target (faster than CUQIpy, equally accurate):** {'met' if v['target_met'] else 'NOT met'} — "
                       f"{v['bayesbio']} reaches ESS {TARGET_ESS} {v['speedup']:.2f}× faster than {v['cuqipy']} "
-                      "(time to ESS columns).", ""]
+                      "(time to ESS columns)."), ""]
         elif v.get("bayesbio") or v.get("cuqipy"):
             lines += [f"Accurate MCMC rows: bayesbio {v.get('bayesbio') or 'none'}, CUQIpy {v.get('cuqipy') or 'none'}.", ""]
         lines += ["Settings: " + "; ".join(f"{r['run']}: {r['settings']}" for r in pr["rows"]) + ".", ""]
         o = pr["oracle"]
-        lines += [f"Problem: posterior sd / prior sd between {o['posterior_sd_over_prior_sd'][0]:.3f} and "
+        lines += [(f"Problem: posterior sd / prior sd between {o['posterior_sd_over_prior_sd'][0]:.3f} and "
                   f"{o['posterior_sd_over_prior_sd'][1]:.3f}; prior covariance condition number "
                   f"{o['prior_condition_number']:.3g}; exported (mean, covariance) reproduce the bayesbio oracle to "
                   f"{o['export_check']['max_mean_difference']:.1e} (mean) / "
-                  f"{o['export_check']['max_sd_relative_difference']:.1e} (relative sd).", ""]
+                  f"{o['export_check']['max_sd_relative_difference']:.1e} (relative sd)."), ""]
     if result.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)
 
 
 NOTES = [
-    "Same problem on both sides: CUQIpy receives the forward matrix, prior mean and covariance and the data "
+    ("Same problem on both sides: CUQIpy receives the forward matrix, prior mean and covariance and the data "
     "exported from the bayesbio model (`forward_matrix`, `prior(128)`, `load_data`); bayesbio samples its bundled "
-    "model script, whose operator and prior are the same functions.",
-    "CUQIpy's own choice: `cuqi.experimental.SamplerRecommender` recommends LinearRTO for this posterior (recorded "
+    "model script, whose operator and prior are the same functions."),
+    ("CUQIpy's own choice: `cuqi.experimental.SamplerRecommender` recommends LinearRTO for this posterior (recorded "
     "per run in the JSON, `recommended_sampler`), and `BayesianProblem.sample_posterior` picks direct Cholesky "
-    "sampling (exact, not MCMC) for a Gaussian prior with at most 2000 unknowns.",
-    "LinearRTO's inner CGLS is warm-started at the previous sample; with the default 10 iterations it does not "
+    "sampling (exact, not MCMC) for a Gaussian prior with at most 2000 unknowns."),
+    ("LinearRTO's inner CGLS is warm-started at the previous sample; with the default 10 iterations it does not "
     "converge on these ill-posed problems, so the chain is strongly autocorrelated and its sd biased. The tight row "
     f"(maxit={RTO_ACCURATE['maxit']}, tol={RTO_ACCURATE['tol']:g}; the tolerance is never reached, so maxit sets "
     "the cost) is the smallest of maxit = 20, 50, 100, 200 that passed the accuracy check on both problems in a "
     "trial (100 burn-in + 600 draws; max |z| of the sd: backward_heat 26.8 / 4.5 / 3.3 / 3.3, deconvolution "
     "6.4 / 2.4 / - / - for 20 / 50 / 100 / 200): CUQIpy is run at its fastest accurate setting, not at a "
-    "needlessly tight one.",
-    "bayesbio NUTS runs with `count_solver_failures=False` (these models have no ODE/PDE solve to fail), so its "
+    "needlessly tight one."),
+    ("bayesbio NUTS runs with `count_solver_failures=False` (these models have no ODE/PDE solve to fail), so its "
     "compiled programs can be stored in the JAX persistent cache for the warm row. Its warm-up is 200 iterations "
     "(not `sample_nuts`' default 1000): with the Laplace preconditioner the target is N(0, I) in the sampled "
-    "coordinates, so step-size and diagonal-mass adaptation settle quickly.",
-    "The exact rows (not MCMC) show the floor for a linear-Gaussian problem: with the posterior in closed form, "
-    "draws are i.i.d. and cost microseconds each.",
+    "coordinates, so step-size and diagonal-mass adaptation settle quickly."),
+    ("The exact rows (not MCMC) show the floor for a linear-Gaussian problem: with the posterior in closed form, "
+    "draws are i.i.d. and cost microseconds each."),
 ]
 
 
@@ -473,7 +473,7 @@ def main(argv=None) -> dict:
 
     result = {"benchmark": NAME, "title": TITLE, "quick": quick, "size": size, "target_ess": TARGET_ESS,
               "z_limit": Z_LIMIT, "rto_accurate": RTO_ACCURATE,
-              "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
               "machine": common.machine_info(), "problems": {}, "notes": NOTES}
 
     def say(msg):
