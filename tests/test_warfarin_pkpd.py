@@ -77,7 +77,10 @@ def test_model_sites_and_exact_limits(wf):
 
 
 def test_tiny_nuts_run(wf):
-    idata = bb.sample_nuts("warfarin_pkpd", chains=1, warmup=15, samples=10, seed=2, progress=False)
+    # tree depth <= 4 (at most 15 gradients per iteration): the first warm-up iterations, before
+    # the step size adapts, otherwise run 1023-step trajectories (minutes for a smoke test)
+    idata = bb.sample_nuts("warfarin_pkpd", chains=1, warmup=15, samples=10, seed=2, progress=False,
+                           max_tree_depth=4)
     post = idata.posterior
     for name in POPULATION:
         assert post[name].dims == ("chain", "draw")
