@@ -209,7 +209,7 @@ def test_compare_cli_on_two_ode_models(tmp_path):
     Laleh et al. 2022). Small settings: this checks the pipeline and the table, not a ranking."""
     out = tmp_path / "t.csv"
     res = _run_cli([str(DATA_DIR / "tumour_logistic.py"), str(DATA_DIR / "tumour_gompertz.py"), "--out", str(out),
-                    "--chains", "2", "--warmup", "200", "--samples", "200", "--particles", "300", "--smc-runs", "2",
+                    "--chains", "2", "--warmup", "200", "--samples", "200", "--particles", "300", "--smc-runs", "2", "--folds", "2",
                     "--no-progress"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     table = pd.read_csv(out)
