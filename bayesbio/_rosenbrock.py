@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from bayesbio._rk45 import _combine as _lincomb  # Σ w_i v_i, skipping zero weights
+
 @dataclass(frozen=True)
 class _Tableau:
     """A Rosenbrock method in the "K" form (lower-triangular ``a``, ``c`` by rows)."""
@@ -95,16 +97,6 @@ RODAS4 = _Tableau(
     e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
     order_low=4,
 )
-
-
-def _lincomb(weights, vectors):
-    out = None
-    for w, v in zip(weights, vectors):
-        if w == 0.0:
-            continue
-        term = w * v
-        out = term if out is None else out + term
-    return out
 
 
 def _initial_step(f0, y0, t_end, t0, rtol, atol):
