@@ -127,14 +127,29 @@ def axis_terms(u, g1d: Grid1D, D, kind: str, bc_lo, bc_hi) -> AxisTerms:
     return AxisTerms(c=D_face / h, c_lo=c_lo, c_hi=c_hi, s_lo=s_lo, s_hi=s_hi, dx=dx)
 
 
+def _end_masks(n, ndim, dtype=float):
+    """NumPy indicator vectors of the first and last cell along axis 0 (broadcastable).
+
+    Boundary terms are added with these masks rather than with ``.at[0].add``: elementwise
+    products fuse into one XLA loop, scatters do not (measured: about half the operations of an
+    implicit 1-D step).
+    """
+    first = np.zeros((n,) + (1,) * (ndim - 1), dtype=dtype)
+    last = np.zeros_like(first)
+    first[0] = 1.0
+    last[-1] = 1.0
+    return first, last
+
+
 def apply_axis(u, t: AxisTerms, *, with_source: bool = True):
     """``∂/∂x (D ∂u/∂x)`` along axis 0 from precomputed :class:`AxisTerms`."""
     flux = t.c * (u[1:] - u[:-1])  # D u_x at interior faces
     zero = jnp.zeros_like(u[:1])
     net = jnp.concatenate([flux, zero]) - jnp.concatenate([zero, flux])
-    lo = -t.c_lo * u[0] + (t.s_lo if with_source else 0.0)
-    hi = -t.c_hi * u[-1] + (t.s_hi if with_source else 0.0)
-    net = net.at[0].add(lo).at[-1].add(hi)
+    first, last = _end_masks(u.shape[0], jnp.ndim(u))
+    lo = -t.c_lo * u[:1] + (t.s_lo if with_source else 0.0)
+    hi = -t.c_hi * u[-1:] + (t.s_hi if with_source else 0.0)
+    net = net + first * lo + last * hi
     return net / t.dx
 
 
@@ -252,14 +267,20 @@ def tridiagonal(terms: AxisTerms):
     """``(lower, diag, upper, source)`` of the 1-D operator from its :class:`AxisTerms`.
 
     ``lower[0]`` and ``upper[-1]`` are zero, as :func:`jax.lax.linalg.tridiagonal_solve` expects.
+    Built from the ``n + 1`` face conductances (boundary faces included) with NumPy masks, no
+    scatters, so that XLA fuses it into a few loops.
     """
     c, dx = terms.c, terms.dx
-    zero = jnp.zeros_like(c[:1])
-    lower = jnp.concatenate([zero, c]) / dx
-    upper = jnp.concatenate([c, zero]) / dx
-    diag = -(jnp.concatenate([zero, c]) + jnp.concatenate([c, zero]))
-    diag = diag.at[0].add(-terms.c_lo).at[-1].add(-terms.c_hi) / dx
-    source = jnp.zeros_like(diag).at[0].add(terms.s_lo).at[-1].add(terms.s_hi) / dx
+    n = c.shape[0] + 1
+    side = c.shape[1:]
+    c_lo = jnp.broadcast_to(terms.c_lo, side)[None]
+    c_hi = jnp.broadcast_to(terms.c_hi, side)[None]
+    faces = jnp.concatenate([c_lo, c, c_hi])  # (n + 1, ...)
+    first, last = _end_masks(n, c.ndim)
+    lower = (1.0 - first) * faces[:-1] / dx
+    upper = (1.0 - last) * faces[1:] / dx
+    diag = -(faces[:-1] + faces[1:]) / dx
+    source = (first * terms.s_lo + last * terms.s_hi) / dx
     return lower, diag, upper, source
 
 

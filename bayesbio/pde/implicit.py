@@ -28,7 +28,7 @@ import numpy as np
 from bayesbio.pde.boundary import resolve_bcs
 from bayesbio.pde.diffusion import AxisTerms, apply_axis, tridiagonal, unit_matrix_np
 
-__all__ = ["FastDiagonalisation", "cg_solve", "tridiagonal_solve"]
+__all__ = ["FastDiagonalisation", "cg_solve", "tridiagonal_solve", "tridiagonal_solve_parts"]
 
 #: Relative residual above which a conjugate-gradient solve counts as failed.
 CG_TOL = 1e-10
@@ -36,9 +36,20 @@ CG_MAXITER = 500
 
 
 def tridiagonal_solve(terms: AxisTerms, a0, h, rhs):
-    """Solve ``(a0 I - h L) x = rhs`` for the 1-D operator ``L`` of ``terms``."""
-    lower, diag, upper, _ = tridiagonal(terms)
-    x = jax.lax.linalg.tridiagonal_solve(-h * lower, a0 - h * diag, -h * upper, rhs[:, None])
+    """Solve ``(a0 I - h L) x = rhs + h b`` for the 1-D operator ``L`` and source ``b`` of ``terms``."""
+    return tridiagonal_solve_parts(tridiagonal(terms), a0, h, rhs)
+
+
+def tridiagonal_solve_parts(parts, a0, h, rhs):
+    """As :func:`tridiagonal_solve`, from ``(lower, diag, upper, source)`` already assembled.
+
+    With a diffusivity that does not depend on the density, the parts are assembled once per
+    solve (outside the time loop) and each step costs a few fused elementwise operations and one
+    ``O(n)`` LAPACK ``gtsv`` call.
+    """
+    lower, diag, upper, source = parts
+    b = rhs + h * source
+    x = jax.lax.linalg.tridiagonal_solve(-h * lower, a0 - h * diag, -h * upper, b[:, None])
     return x[:, 0]
 
 

@@ -50,8 +50,8 @@ from jax.flatten_util import ravel_pytree
 
 from bayesbio.errors import OptionError, SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _choose_sensitivity, _report_failure
-from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis
-from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve
+from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis, tridiagonal
+from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve, tridiagonal_solve_parts
 from bayesbio.pde.problem import ReactionDiffusion
 
 __all__ = ["MAX_TIME_STEPS", "reject_if_failed", "step_schedule", "solve_pde", "solve_pde_with_status"]
@@ -150,11 +150,20 @@ def _make_stepper(problem: ReactionDiffusion, params):
     react = lambda u: problem.react(u, params)  # noqa: E731
 
     if grid.ndim == 1:
+        no_fail = jnp.asarray(False)
+        if kind != "function":  # the operator does not change: assemble it once per solve
+            dtype = jnp.result_type(D, float)
+            (terms,) = all_axis_terms(jnp.zeros(grid.shape, dtype), grid, D, bc, "solve_pde")
+            parts = tridiagonal(terms)
+
+            def implicit(u_bar, rhs, a0, h, x0):
+                return tridiagonal_solve_parts(parts, a0, h, rhs), no_fail
+
+            return implicit, react
+
         def implicit(u_bar, rhs, a0, h, x0):
             (terms,) = all_axis_terms(u_bar, grid, D, bc, "solve_pde")
-            source = (terms.s_lo, terms.s_hi)
-            rhs = rhs.at[0].add(h * source[0] / terms.dx[0]).at[-1].add(h * source[1] / terms.dx[-1])
-            return tridiagonal_solve(terms, a0, h, rhs), jnp.asarray(False)
+            return tridiagonal_solve(terms, a0, h, rhs), no_fail
 
         return implicit, react
 
