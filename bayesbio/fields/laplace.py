@@ -3,12 +3,15 @@
 The model is a NumPyro model whose field is a deterministic site (a whitened prior, e.g.
 ``prior.sample("u")``). On the unconstrained latent coordinates ``z`` (the whitened field plus
 any hyperparameters) the posterior is approximated by ``N(z*, H^-1)``, ``z*`` the mode
-(L-BFGS, :func:`bayesbio.infer.laplace.find_mode`) and ``H`` the Hessian of the potential there.
+(damped Newton with the dense Hessian, :mod:`bayesbio.fields._newton`, exact in one step for a
+linear-Gaussian model; or L-BFGS, :func:`bayesbio.infer.laplace.find_mode`, for large ``n`` or
+when Newton fails) and ``H`` the Hessian of the potential there.
 The field ``f(z)`` is pushed forward linearly: mean ``f(z*)``, covariance ``J H^-1 J^T`` with
 ``J = df/dz`` (exact for a field linear in ``z`` at fixed hyperparameters, the linear-Gaussian
 case).
 
-``rank=None``: the dense Hessian (``n`` Hessian-vector products). ``rank=r``: the
+``rank=None``: the dense Hessian (forward-over-reverse, ``n`` Hessian-vector products in one
+vectorised pass; the Newton search's last Hessian is reused). ``rank=r``: the
 prior-preconditioned low-rank form used for large-scale inverse problems (Bui-Thanh, Ghattas,
 Martin & Stadler 2013, SIAM J. Sci. Comput. 35, A2494): in whitened coordinates the prior
 Hessian is the identity, so ``H = I + H_misfit`` and the data inform only a few directions;
@@ -27,12 +30,15 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import cho_solve
 
 from bayesbio.errors import ModelError, OptionError, describe
 from bayesbio.fields._grid import as_field_grid
+from bayesbio.fields._newton import newton_mode, value_grad_hessian
+from bayesbio.fields._potential import FastPathUnavailable, fast_mode_problem
 from bayesbio.fields.exact import FieldPosterior
 from bayesbio.infer._common import FailureLog, check_positive_int, prepare, with_failure_context
-from bayesbio.infer.laplace import LaplaceError, find_mode
+from bayesbio.infer.laplace import LaplaceError, find_mode, mode_problem
 
 __all__ = ["laplace_field", "laplace_preconditioner", "randomized_eigh"]
 
@@ -54,34 +60,73 @@ def randomized_eigh(matvec, n: int, rank: int, rng_key, *, oversample: int = 10,
     return lam[order], q @ u[:, order]
 
 
-def _mode_and_hessian(model, data, *, seed, starts, max_iter):
+MODES = ("auto", "newton", "lbfgs")
+#: ``mode="auto"`` uses Newton up to this many latent dimensions (the dense Hessian costs ``n``
+#: gradient-like passes and ``n^2`` memory per iteration), L-BFGS above
+NEWTON_MAX_DIM = 4000
+
+
+def _mode_and_hessian(model, data, *, seed, starts, max_iter, mode="auto", need_dense=True):
+    """Mode, flat unravel, postprocess, the dense Hessian at the mode (or None), HVP batch fn, key, info.
+
+    ``mode``: "newton" (damped Newton with the dense Hessian, :mod:`bayesbio.fields._newton`;
+    falls back to L-BFGS when Newton fails, the reason in ``info["newton_failure"]``),
+    "lbfgs" (:func:`bayesbio.infer.laplace.find_mode`), or "auto" (Newton when the latent
+    dimension is at most :data:`NEWTON_MAX_DIM`, else L-BFGS).
+    """
+    if mode not in MODES:
+        raise OptionError(f"'mode' must be one of {list(MODES)}; got {describe(mode)}")
     prepared = prepare(model, data)
     log = FailureLog()
     wrapped = with_failure_context(prepared.spec.model, log)
     key_mode, key_eig = jax.random.split(jax.random.PRNGKey(seed))
-    x_map, unravel, potential, postprocess, gmax, iters = find_mode(
-        prepared, wrapped, key_mode, starts=starts, max_iter=max_iter
-    )
-    x_map = jnp.asarray(x_map)
+    info = {}
+    hess = None
+    x_map = None
+    if mode != "lbfgs":
+        try:  # a few compiled programs instead of NumPyro's op-by-op set-up (see _potential)
+            x0s, unravel, potential, postprocess = fast_mode_problem(wrapped, prepared.data, key_mode, starts=starts)
+        except FastPathUnavailable:
+            x0s, unravel, potential, postprocess = mode_problem(prepared, wrapped, key_mode, starts=starts)
+        use_newton = mode == "newton" or int(x0s.shape[1]) <= NEWTON_MAX_DIM
+    if mode != "lbfgs" and use_newton:
+        vgh, value_fn = value_grad_hessian(potential), jax.jit(potential)
+        results = [newton_mode(potential, x0, vgh=vgh, value_fn=value_fn) for x0 in np.asarray(x0s)]
+        ok = [r for r in results if r.converged]
+        if ok:
+            best = min(ok, key=lambda r: r.value)
+            x_map, hess = jnp.asarray(best.x), best.hessian
+            info.update(mode_method="newton", mode_gradient_norm=best.gradient_norm,
+                        optimizer_iterations=best.iterations, newton_shifted_iterations=best.shifted)
+        else:
+            info["newton_failure"] = results[0].reason
+    if x_map is None:  # L-BFGS (chosen, or Newton failed)
+        x_map, unravel, potential, postprocess, gmax, iters = find_mode(prepared, wrapped, key_mode, starts=starts,
+                                                                         max_iter=max_iter)
+        x_map = jnp.asarray(x_map)
+        info.update(mode_method="lbfgs", mode_gradient_norm=float(gmax), optimizer_iterations=int(iters))
+        if need_dense:
+            hess = np.asarray(jax.jit(jax.hessian(potential))(x_map))
+            hess = 0.5 * (hess + hess.T)
+    info["n_latent"] = int(x_map.shape[0])
     grad = jax.grad(potential)
 
     def hvp(v):
         return jax.jvp(grad, (x_map,), (v,))[1]
 
-    info = {"mode_gradient_norm": float(gmax), "optimizer_iterations": int(iters), "n_latent": int(x_map.shape[0])}
-    return x_map, unravel, postprocess, jax.jit(jax.vmap(hvp)), key_eig, info
+    matvec = (lambda v: jnp.asarray(v) @ jnp.asarray(hess)) if hess is not None else jax.jit(jax.vmap(hvp))
+    return x_map, unravel, postprocess, hess, matvec, key_eig, info
 
 
-def _dense_cholesky(matvec, n):
-    hess = np.asarray(matvec(jnp.eye(n)))
-    hess = 0.5 * (hess + hess.T)
+def _dense_cholesky(hess):
     try:
-        return np.linalg.cholesky(hess), hess
+        return np.linalg.cholesky(hess)
     except np.linalg.LinAlgError:
         raise LaplaceError("laplace: the Hessian at the mode is not positive definite") from None
 
 
-def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts: int = 1, max_iter: int = 5000):
+def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts: int = 1, max_iter: int = 5000,
+                           mode: str = "auto"):
     """``(shift, scale)`` for NUTS in posterior-whitened coordinates of the latent ``site``.
 
     From the dense Laplace approximation ``N(z*, H^-1)``: ``shift`` is the mode of ``site``
@@ -91,14 +136,17 @@ def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts
     problem the posterior of ``eta`` is exactly ``N(0, I)`` — NUTS needs a few leapfrog steps
     per draw instead of hundreds (the whitened prior coordinates are badly conditioned once
     the data are informative).
+
+    ``mode`` picks the mode search (see :func:`laplace_field`).
     """
-    x_map, unravel, _, matvec, _, _ = _mode_and_hessian(model, data, seed=seed, starts=starts, max_iter=max_iter)
+    x_map, unravel, _, hess, _, _, _ = _mode_and_hessian(model, data, seed=seed, starts=starts, max_iter=max_iter,
+                                                         mode=mode)
     tree = unravel(x_map)
     if site not in tree:
         raise ModelError(f"'site': no latent site '{site}'; latent sites: {sorted(tree)}")
     n = x_map.shape[0]
-    chol, _ = _dense_cholesky(matvec, n)
-    cov = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(n)))
+    chol = _dense_cholesky(hess)
+    cov = cho_solve((chol, True), np.eye(n))
     mask = np.asarray(jax.flatten_util.ravel_pytree({k: (jnp.ones_like(v) if k == site else jnp.zeros_like(v))
                                                      for k, v in tree.items()})[0]).astype(bool)
     block = cov[np.ix_(mask, mask)]
@@ -107,7 +155,7 @@ def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts
 
 def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed: int = 0, starts: int = 1,
                   max_iter: int = 5000, oversample: int = 10, power_iters: int = 2,
-                  grid=None) -> FieldPosterior:
+                  grid=None, mode: str = "auto") -> FieldPosterior:
     """Laplace approximation of a field's posterior (see the module docstring).
 
     Parameters
@@ -121,17 +169,25 @@ def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed
         ``None``: dense Hessian; else the rank of the low-rank misfit Hessian.
     grid : optional
         The field's grid (for plotting); default a 1-D unit grid of the field's length.
+    mode : {"auto", "newton", "lbfgs"}
+        Mode search. "newton": damped Newton steps with the dense Hessian (exact in one step
+        for a linear-Gaussian model; :mod:`bayesbio.fields._newton`), falling back to L-BFGS
+        when Newton fails (a Hessian that is not positive definite on the way, no decrease, no
+        convergence; ``info["newton_failure"]`` says why). "lbfgs": L-BFGS only
+        (``max_iter`` iterations at most). "auto" (default): Newton up to
+        :data:`NEWTON_MAX_DIM` latent dimensions, else L-BFGS. ``info["mode_method"]`` records
+        which found the mode.
 
     Returns
     -------
     FieldPosterior
         ``method`` "laplace" or "laplace-lowrank", with the covariance factor ``J H^-1/2`` of the
-        field and ``info`` (mode gradient norm, iterations, eigenvalues for low rank).
+        field and ``info`` (mode method, mode gradient norm, iterations, eigenvalues for low rank).
     """
     if rank is not None:
         rank = check_positive_int("rank", rank)
-    x_map, unravel, postprocess, matvec, key_eig, info = _mode_and_hessian(
-        model, data, seed=seed, starts=starts, max_iter=max_iter
+    x_map, unravel, postprocess, hess, matvec, key_eig, info = _mode_and_hessian(
+        model, data, seed=seed, starts=starts, max_iter=max_iter, mode=mode, need_dense=rank is None
     )
     sites = postprocess(unravel(x_map))
     if field not in sites:
@@ -142,9 +198,13 @@ def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed
         return jnp.ravel(postprocess(unravel(x))[field])
 
     n = x_map.shape[0]
-    jac = np.asarray(jax.jacfwd(field_fn)(x_map))  # (N, n)
+    mean, jac = jax.jit(lambda x: (field_fn(x), jax.jacfwd(field_fn)(x)))(x_map)
+    mean, jac = np.asarray(mean), np.asarray(jac)  # (N,), (N, n)
     if rank is None or rank >= n:
-        chol, _ = _dense_cholesky(matvec, n)
+        if hess is None:
+            hess = np.asarray(matvec(jnp.eye(n)))
+            hess = 0.5 * (hess + hess.T)
+        chol = _dense_cholesky(hess)
         factor = np.linalg.solve(chol, jac.T).T  # J C^-T
         method = "laplace"
     else:
@@ -163,6 +223,6 @@ def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed
         grid = as_field_grid(grid)
     if grid is None or grid.shape != shape:
         raise OptionError(f"'grid' must match the field's shape {shape}; got {describe(grid)}")
-    mean = np.asarray(field_fn(x_map)).reshape(shape)
+    mean = mean.reshape(shape)
     sd = np.sqrt(np.sum(factor**2, axis=1)).reshape(shape)
     return FieldPosterior(grid, mean, sd, factor, method, info)

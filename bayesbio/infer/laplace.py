@@ -40,7 +40,7 @@ from bayesbio.infer._common import (
 )
 from bayesbio.infer._idata import build_inference_data
 
-__all__ = ["LaplaceError", "fd_hessian", "find_mode", "fit_laplace", "minimize_lbfgs"]
+__all__ = ["LaplaceError", "fd_hessian", "find_mode", "fit_laplace", "minimize_lbfgs", "mode_problem"]
 
 
 class LaplaceError(BayesbioError, RuntimeError):
@@ -79,15 +79,13 @@ def fd_hessian(grad_fn, x, *, rel_step: float = 1e-4):
     return 0.5 * (cols + cols.T)
 
 
-def find_mode(prepared, model, rng_key, *, starts: int = 8, max_iter: int = 2000):
-    """Posterior mode on the unconstrained scale by L-BFGS from several starting points.
+def mode_problem(prepared, model, rng_key, *, starts: int = 8):
+    """The pieces of a mode search: ``(x0s, unravel, flat_potential, postprocess)``.
 
-    Starts: the prior median plus ``starts - 1`` uniform draws in (-2, 2) on the unconstrained
-    scale (as NUTS initialises). Mechanistic likelihoods are often multimodal (e.g.
-    Lotka–Volterra from the prior median converges to a poor local mode), so the best of
-    several starts is kept.
-
-    Returns ``(x_map, unravel, flat_potential, postprocess, gmax, iters)``.
+    ``x0s`` (``starts``, n): the prior median plus ``starts - 1`` uniform draws in (-2, 2) on the
+    unconstrained scale (as NUTS initialises); ``flat_potential(x)`` is the potential energy of
+    the flat unconstrained vector ``x``. Used by :func:`find_mode` and by other optimisers (e.g.
+    the Newton search of :mod:`bayesbio.fields.laplace`).
     """
     data = prepared.data
     kwargs = {"_bb_chain": 0, "_bb_iteration": 0}
@@ -110,6 +108,20 @@ def find_mode(prepared, model, rng_key, *, starts: int = 8, max_iter: int = 2000
     def flat_potential(x):
         return potential(unravel(x))
 
+    return x0s, unravel, flat_potential, postprocess_gen(data, **kwargs)
+
+
+def find_mode(prepared, model, rng_key, *, starts: int = 8, max_iter: int = 2000):
+    """Posterior mode on the unconstrained scale by L-BFGS from several starting points.
+
+    Starts: see :func:`mode_problem`. Mechanistic likelihoods are often multimodal (e.g.
+    Lotka–Volterra from the prior median converges to a poor local mode), so the best of
+    several starts is kept.
+
+    Returns ``(x_map, unravel, flat_potential, postprocess, gmax, iters)``.
+    """
+    x0s, unravel, flat_potential, postprocess = mode_problem(prepared, model, rng_key, starts=starts)
+
     @jax.jit
     def search(x0s):
         xs, gmax, iters = jax.vmap(lambda x0: minimize_lbfgs(flat_potential, x0, max_iter=max_iter))(x0s)
@@ -121,7 +133,6 @@ def find_mode(prepared, model, rng_key, *, starts: int = 8, max_iter: int = 2000
     x_map, gmax, iters, value = jax.device_get(search(x0s))
     if not np.isfinite(value) or not np.all(np.isfinite(x_map)):
         raise LaplaceError("mode search: no start reached a point where the model can be evaluated")
-    postprocess = postprocess_gen(data, **kwargs)
     return x_map, unravel, flat_potential, postprocess, float(gmax), int(iters)
 
 
