@@ -271,6 +271,104 @@ def test_laplace_lowrank_matches_exact_backward_heat():
     assert band_coverage(exact, data["u0_true"]) > 0.9
 
 
+def test_newton_mode_is_the_exact_posterior_mean_in_one_step():
+    from bayesbio.models import deconvolution as dc
+
+    data = dc.load_data()
+    prior = dc.prior(data["y"].size)
+    exact = linear_gaussian_posterior(prior, dc.forward_matrix(data), data["y"], data["noise_sd"])
+    lap = laplace_field("deconvolution", field="u")  # mode="auto": Newton for 128 + margin latents
+    assert lap.info["mode_method"] == "newton"
+    # a quadratic potential: one Newton step from any start is the mode; the second iteration
+    # only confirms it (Newton decrement below 1e-12)
+    assert lap.info["optimizer_iterations"] == 1 and lap.info["newton_shifted_iterations"] == 0
+    m = compare_fields(lap, exact, prior.pointwise_sd())
+    # only rounding remains: a Cholesky solve with the whitened Hessian (condition number
+    # ~1e5 here) loses ~5 of 16 digits, so 1e-8 of the prior sd is a wide margin; the dense
+    # Hessian is exact for a quadratic, so the sd agrees to rounding as well
+    assert m["max_mean_error_prior_sd"] < 1e-8 and m["max_sd_rel_error"] < 1e-8
+
+
+def _exp_sensor_model(n=24):
+    """A small nonlinear field problem: y = exp(u) at every third cell plus noise."""
+    prior = MaternSPDE(Grid1D(n), sigma=0.8, length_scale=0.3)
+    idx = np.arange(1, n, 3)
+    truth = 0.6 * np.sin(2 * np.pi * Grid1D(n).x)
+    y = np.exp(truth[idx]) + 0.05 * np.random.default_rng(3).standard_normal(idx.size)
+
+    def model(data):
+        u = prior.sample("u")
+        numpyro.sample("y", dist.Normal(jnp.exp(u[idx]), 0.05), obs=data["y"])
+
+    return model, {"y": y}
+
+
+def test_newton_converges_to_the_lbfgs_mode_on_a_nonlinear_model():
+    model, data = _exp_sensor_model()
+    newton = laplace_field(model, data, field="u", mode="newton")
+    lbfgs = laplace_field(model, data, field="u", mode="lbfgs")
+    assert newton.info["mode_method"] == "newton" and lbfgs.info["mode_method"] == "lbfgs"
+    assert 1 < newton.info["optimizer_iterations"] < 50
+    # L-BFGS stops at max |gradient| <= 1e-8; in whitened coordinates the Hessian's eigenvalues
+    # are >= 1 (prior identity plus a PSD misfit near the mode), so its mode is within
+    # ~1e-8 * sqrt(n) of the exact one: 1e-6 bounds both the means and the sds' difference
+    assert np.max(np.abs(newton.mean - lbfgs.mean)) < 1e-6
+    assert np.max(np.abs(newton.sd / lbfgs.sd - 1)) < 1e-6
+
+
+def test_newton_shifts_an_indefinite_hessian_and_reports_saddles():
+    from bayesbio.fields._newton import newton_mode
+
+    def double_well(x):  # minima at x0 = +-1; Hessian indefinite for |x0| < 1/sqrt(3)
+        return (x[0] ** 2 - 1.0) ** 2 + 0.5 * x[1] ** 2
+
+    r = newton_mode(double_well, jnp.array([0.1, 2.0]))
+    assert r.converged and r.shifted >= 1
+    # Newton's quadratic convergence ends far below the stopping decrement 1e-12
+    assert np.allclose(r.x, [1.0, 0.0], atol=1e-8)
+    flat = newton_mode(lambda x: x[0] ** 2 + 0.0 * x[1], jnp.array([1.0, 1.0]))
+    assert not flat.converged and "not positive definite" in flat.reason and "flat direction" in flat.reason
+    unbounded = newton_mode(lambda x: x[0] ** 2 - x[1] ** 2, jnp.array([1.0, 1.0]), max_iter=20)
+    assert not unbounded.converged and "no convergence" in unbounded.reason
+    nan = newton_mode(lambda x: jnp.sum(jnp.log(x)), jnp.array([-1.0, 1.0]))
+    assert not nan.converged and "non-finite" in nan.reason
+
+
+def test_newton_failure_falls_back_to_lbfgs(monkeypatch):
+    import bayesbio.fields.laplace as fl
+    from bayesbio.fields._newton import newton_mode
+
+    def model(data):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        numpyro.factor("well", -10.0 * (z[0] ** 2 - 4.0) ** 2)  # modes near z0 = +-2
+        numpyro.sample("y", dist.Normal(z[1], 1.0), obs=data["y"])
+        numpyro.deterministic("f", z)
+
+    data = {"y": np.zeros(1)}
+    # Newton without the shift stops at the indefinite Hessian of the start (z0 near 0)
+    monkeypatch.setattr(fl, "newton_mode", lambda *a, **k: newton_mode(*a, shift_indefinite=False, **k))
+    lap = laplace_field(model, data, field="f", mode="newton", max_iter=300)
+    assert lap.info["mode_method"] == "lbfgs"
+    assert "not positive definite" in lap.info["newton_failure"]
+    assert abs(abs(lap.mean[0]) - 2.0) < 0.05  # a well's minimum: 4 z0 (z0^2 - 4) * 10 = -z0
+
+
+def test_a_flat_direction_fails_with_both_searches_named():
+    from bayesbio.infer.laplace import LaplaceError
+
+    data = {"y": np.zeros(1)}
+
+    def flat_model(data):  # a direction no term of the potential depends on
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        free = numpyro.sample("free", dist.Normal(0.0, 1.0))
+        numpyro.factor("cancel", 0.5 * free**2)  # cancels free's prior density: a flat potential
+        numpyro.sample("y", dist.Normal(z[1], 1.0), obs=data["y"])
+        numpyro.deterministic("f", z)
+
+    with pytest.raises(LaplaceError, match="not positive definite.*Newton search"):
+        laplace_field(flat_model, data, field="f", max_iter=300)
+
+
 def test_summaries_from_draws_and_plots():
     import matplotlib
 

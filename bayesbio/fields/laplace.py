@@ -118,11 +118,15 @@ def _mode_and_hessian(model, data, *, seed, starts, max_iter, mode="auto", need_
     return x_map, unravel, postprocess, hess, matvec, key_eig, info
 
 
-def _dense_cholesky(hess):
+def _dense_cholesky(hess, info):
     try:
         return np.linalg.cholesky(hess)
     except np.linalg.LinAlgError:
-        raise LaplaceError("laplace: the Hessian at the mode is not positive definite") from None
+        why = f" (Newton search: {info['newton_failure']}; mode from L-BFGS)" if "newton_failure" in info else ""
+        raise LaplaceError(
+            f"laplace: the Hessian at the mode is not positive definite{why}: a flat or non-identified "
+            "direction, no Gaussian approximation exists there; use NUTS or a more informative prior"
+        ) from None
 
 
 def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts: int = 1, max_iter: int = 5000,
@@ -139,13 +143,13 @@ def laplace_preconditioner(model, data=None, *, site: str, seed: int = 0, starts
 
     ``mode`` picks the mode search (see :func:`laplace_field`).
     """
-    x_map, unravel, _, hess, _, _, _ = _mode_and_hessian(model, data, seed=seed, starts=starts, max_iter=max_iter,
+    x_map, unravel, _, hess, _, _, info = _mode_and_hessian(model, data, seed=seed, starts=starts, max_iter=max_iter,
                                                          mode=mode)
     tree = unravel(x_map)
     if site not in tree:
         raise ModelError(f"'site': no latent site '{site}'; latent sites: {sorted(tree)}")
     n = x_map.shape[0]
-    chol = _dense_cholesky(hess)
+    chol = _dense_cholesky(hess, info)
     cov = cho_solve((chol, True), np.eye(n))
     mask = np.asarray(jax.flatten_util.ravel_pytree({k: (jnp.ones_like(v) if k == site else jnp.zeros_like(v))
                                                      for k, v in tree.items()})[0]).astype(bool)
@@ -204,7 +208,7 @@ def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed
         if hess is None:
             hess = np.asarray(matvec(jnp.eye(n)))
             hess = 0.5 * (hess + hess.T)
-        chol = _dense_cholesky(hess)
+        chol = _dense_cholesky(hess, info)
         factor = np.linalg.solve(chol, jac.T).T  # J C^-T
         method = "laplace"
     else:
