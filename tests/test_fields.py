@@ -200,6 +200,16 @@ def test_priors_accept_pde_grids():
 
 
 # -- exact posterior, Laplace, summaries ----------------------------------------------------
+def test_heat_semigroup_apply_is_the_matrix_product():
+    from bayesbio.fields import heat_semigroup_apply
+
+    g = Grid1D(40)
+    u = np.random.default_rng(1).standard_normal(40)
+    dense = np.asarray(heat_semigroup(g, 0.01, 0.7)) @ u
+    # the same eigendecomposition on both sides: they differ by rounding only (~1e-15 |u|)
+    assert np.allclose(heat_semigroup_apply(g, u, 0.01, 0.7), dense, rtol=0, atol=1e-12)
+
+
 def test_exact_posterior_matches_dense_formula():
     rng = np.random.default_rng(3)
     prior = MaternSPDE(24, sigma=1.0, length_scale=0.3, mean=0.2)

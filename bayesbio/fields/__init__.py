@@ -13,8 +13,8 @@ length scale:
 Inference: :func:`linear_gaussian_posterior` (exact, the oracle), :func:`laplace_field` (dense
 or low-rank Laplace), and NUTS/SVI through :func:`bayesbio.sample_nuts` /
 :func:`bayesbio.fit_svi`; summaries with :func:`summarize_field`, :func:`band_coverage`,
-:func:`compare_fields`, :func:`plot_field`. Forward operators: :func:`heat_semigroup`,
-:func:`convolution_matrix`, :func:`interpolation_matrix`.
+:func:`compare_fields`, :func:`plot_field`. Forward operators: :func:`heat_semigroup` (and
+:func:`heat_semigroup_apply`, matrix-free), :func:`convolution_matrix`, :func:`interpolation_matrix`.
 """
 
 from bayesbio.fields._grid import FieldGrid, as_field_grid
@@ -23,7 +23,12 @@ from bayesbio.fields.exact import FieldPosterior, linear_gaussian_posterior
 from bayesbio.fields.gmrf import GMRFSmoothness
 from bayesbio.fields.laplace import laplace_field, laplace_preconditioner, randomized_eigh
 from bayesbio.fields.matern import MaternKL, MaternSPDE, matern_correlation, matern_kappa_tau
-from bayesbio.fields.operators import convolution_matrix, heat_semigroup, interpolation_matrix
+from bayesbio.fields.operators import (
+    convolution_matrix,
+    heat_semigroup,
+    heat_semigroup_apply,
+    interpolation_matrix,
+)
 from bayesbio.fields.plot import plot_field
 from bayesbio.fields.summary import FieldSummary, band_coverage, compare_fields, summarize_field
 
@@ -40,6 +45,7 @@ __all__ = [
     "compare_fields",
     "convolution_matrix",
     "heat_semigroup",
+    "heat_semigroup_apply",
     "interpolation_matrix",
     "laplace_field",
     "laplace_preconditioner",

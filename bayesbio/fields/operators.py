@@ -4,7 +4,8 @@
   ``du/dt = D Laplacian u`` after time ``T``, built from the finite-volume diffusion operator of
   :func:`bayesbio.pde.diffusion_matrix`. On a uniform grid that operator is symmetric, so its
   eigendecomposition (computed once, in NumPy, for ``D = 1``) gives the semigroup in closed
-  form: ``V diag(exp(T D lambda)) V^T``, differentiable in ``T`` and ``D``.
+  form: ``V diag(exp(T D lambda)) V^T``, differentiable in ``T`` and ``D``;
+  :func:`heat_semigroup_apply` applies it to a field without forming the matrix.
 * :func:`convolution_matrix` — discrete convolution with a kernel of physical width (the blur of
   a measuring device), quadrature by the midpoint rule on the cells; ``bayesbio.pde`` has no
   convolution block, so it lives here.
@@ -23,7 +24,7 @@ import numpy as np
 from bayesbio.errors import OptionError, describe
 from bayesbio.fields._grid import as_field_grid
 
-__all__ = ["convolution_matrix", "heat_eigensystem", "heat_semigroup", "interpolation_matrix"]
+__all__ = ["convolution_matrix", "heat_eigensystem", "heat_semigroup", "heat_semigroup_apply", "interpolation_matrix"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -67,6 +68,19 @@ def heat_semigroup(grid, T, D=1.0, bc="no-flux"):
     decay = jnp.exp(jnp.asarray(T) * jnp.asarray(D) * jnp.asarray(lam))
     v = jnp.asarray(vec)
     return (v * decay[None, :]) @ v.T
+
+
+def heat_semigroup_apply(grid, u, T, D=1.0, bc="no-flux"):
+    """``heat_semigroup(grid, T, D, bc) @ u`` without forming the matrix: ``V (exp(T D lambda) * (V^T u))``.
+
+    Two matrix-vector products (``O(n^2)``) instead of the ``O(n^3)`` product that builds the
+    dense semigroup when ``T`` or ``D`` are traced values (as inside a model, where the data
+    are arguments of the compiled potential). ``u`` is flattened as in :func:`heat_semigroup`.
+    """
+    lam, vec = heat_eigensystem(grid, bc)
+    decay = jnp.exp(jnp.asarray(T) * jnp.asarray(D) * jnp.asarray(lam))
+    v = jnp.asarray(vec)
+    return v @ (decay * (v.T @ jnp.ravel(u)))
 
 
 def convolution_matrix(grid, width, *, kernel="gaussian", boundary="zero"):
