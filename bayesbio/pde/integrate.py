@@ -30,12 +30,17 @@ Gradients (``sensitivity``):
     Reverse mode through the time loop (discretise-then-differentiate: the exact gradient of the
     numerical solution), each step checkpointed so the memory is one state per step.
 ``"forward"``
-    Forward-mode sensitivities of all inputs (``u0`` and parameters) behind a custom VJP, for
-    tiny grids.
+    Forward-mode sensitivities behind a custom VJP: of the parameters, and of ``u0`` when it
+    needs a gradient (then only for tiny grids).
 ``"auto"``
-    The ODE layer's rule (:func:`bayesbio.ode.solve_with_status`): forward sensitivities while
-    the coupled system ``N (1 + N + n_params)`` has at most
-    :data:`bayesbio.ode.FORWARD_SENSITIVITY_LIMIT` entries, else the adjoint.
+    Forward-mode sensitivities of the parameters when at most :data:`FORWARD_PARAMS_LIMIT`
+    of them, and not ``u0``, are differentiated — the usual NumPyro model, whose initial state is
+    data. The ``1 + n_params`` tangent solves run as one vectorised solve, which on a CPU costs
+    little more than the solve itself (solves of a few hundred cells are bound by per-operation
+    overhead), and nothing is stored per step. Otherwise the adjoint.
+
+Both custom-VJP modes support reverse-mode differentiation only (as the ODE layer's forward
+sensitivities); use ``sensitivity="adjoint"`` to take ``jax.jvp``/Hessians through a solve.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from bayesbio.errors import OptionError, SolverError, describe
-from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _choose_sensitivity, _report_failure
+from jax.custom_derivatives import SymbolicZero
+
+from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure
 from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis, tridiagonal
 from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve, tridiagonal_solve_parts
 from bayesbio.pde.problem import ReactionDiffusion
@@ -58,6 +65,11 @@ __all__ = ["MAX_TIME_STEPS", "reject_if_failed", "step_schedule", "solve_pde", "
 
 #: Largest number of time steps a solve may take (guards against a ``dt`` far too small).
 MAX_TIME_STEPS = 200_000
+
+#: ``sensitivity="auto"``: forward-mode sensitivities when at most this many parameters (and
+#: not the initial state) are differentiated, else reverse mode. Measured on the 200-cell
+#: Fisher–KPP benchmark (3 parameters): see ``benchmarks/results/reaction_diffusion.md``.
+FORWARD_PARAMS_LIMIT = 8
 
 _SENSITIVITIES = ("auto", "forward", "adjoint")
 
@@ -229,36 +241,76 @@ def _integrate(problem, u0, params, h, omega, out_index):
     return ys, failed
 
 
-def _solve_forward(problem, u0, params, h, omega, out_index):
-    flat, unravel = ravel_pytree((u0, params))
+def _solve_custom(problem, u0, params, h, omega, out_index, method):
+    """The solve behind a custom VJP that picks the gradient method for what is differentiated.
 
-    def primal(x):
-        uu, pp = unravel(x)
-        return _integrate(problem, uu, pp, h, omega, out_index)
+    Arguments arrive in the forward pass as ``CustomVJPPrimal(value, perturbed)``
+    (``symbolic_zeros=True``), so the choice sees which inputs need a gradient:
+
+    * only the parameters (the common case in a NumPyro model: ``u0`` is data), and
+      ``method == "forward"`` or ``"auto"`` with at most :data:`FORWARD_PARAMS_LIMIT`
+      parameters: forward-mode sensitivities of the parameters alone (``jacfwd``; the
+      ``1 + n_params`` tangent solves run as one vectorised solve, and no per-step state is
+      stored);
+    * the initial state too: ``method == "forward"`` adds its columns (the ODE layer's rule,
+      tiny grids only), ``"auto"`` uses reverse mode (:func:`jax.vjp` of the scan).
+    """
+    flat, unravel = ravel_pytree(params)
+    n_p = flat.shape[0]
+
+    def primal(uu, x):
+        return _integrate(problem, uu, unravel(x), h, omega, out_index)
+
+    choice = {}  # the forward pass's static choice, read by the backward pass (not a residual)
 
     @jax.custom_vjp
-    def run(x):
-        ys, failed = primal(x)
-        return ys, failed.astype(x.dtype)
+    def run(uu, x):
+        ys, failed = primal(uu, x)
+        return ys, failed.astype(ys.dtype)
 
-    def run_fwd(x):
-        def with_aux(x):
-            ys, failed = primal(x)
-            return ys, (ys, failed)
+    def run_fwd(uu, x):
+        wrt_u0, wrt_p = uu.perturbed, x.perturbed
+        uu, x = uu.value, x.value
+        forward = wrt_p and n_p > 0 and (method == "forward" or (not wrt_u0 and n_p <= FORWARD_PARAMS_LIMIT))
+        if forward and wrt_u0:  # "forward": columns of u0 and the parameters
+            both, unflat = ravel_pytree((uu, x))
+            jac, (ys, failed) = jax.jacfwd(lambda z: _with_aux(primal, *unflat(z)), has_aux=True)(both)
+            mode = "jac_both"
+        elif forward:
+            jac, (ys, failed) = jax.jacfwd(lambda z: _with_aux(primal, uu, z), has_aux=True)(x)
+            mode = "jac_params"
+        elif wrt_u0 or wrt_p:
+            ys, jac, failed = jax.vjp(primal, uu, x, has_aux=True)
+            mode = "vjp"
+        else:
+            ys, failed = primal(uu, x)
+            jac, mode = None, "none"
+        choice.update(mode=mode, wrt_u0=wrt_u0, wrt_p=wrt_p)
+        return (ys, failed.astype(ys.dtype)), (jac, failed)
 
-        jac, (ys, failed) = jax.jacfwd(with_aux, has_aux=True)(x)
-        return (ys, failed.astype(x.dtype)), (jac, failed)
-
-    def run_bwd(res, cot):
+    def run_bwd(res, cotangents):
         jac, failed = res
-        g_ys, _ = cot
+        mode, wrt_u0, wrt_p = choice["mode"], choice["wrt_u0"], choice["wrt_p"]
+        n_u = u0.size
+        g_ys, _ = cotangents
+        if mode == "none" or isinstance(g_ys, SymbolicZero):
+            return None, None
         g_ys = jnp.where(failed, 0.0, g_ys)
-        g = jnp.tensordot(g_ys, jac, axes=g_ys.ndim)
-        return (g,)
+        if mode == "vjp":
+            g_u0, g_p = jac(g_ys)
+        else:
+            g = jnp.tensordot(g_ys, jac, axes=g_ys.ndim)
+            g_u0, g_p = (g[:n_u].reshape(u0.shape), g[n_u:]) if mode == "jac_both" else (None, g)
+        return (g_u0 if wrt_u0 else None), (g_p if wrt_p else None)
 
-    run.defvjp(run_fwd, run_bwd)
-    ys, failed = run(flat)
+    run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
+    ys, failed = run(u0, flat)
     return ys, failed > 0.5
+
+
+def _with_aux(primal, uu, x):
+    ys, failed = primal(uu, x)
+    return ys, (ys, failed)
 
 
 def solve_pde_with_status(
@@ -334,10 +386,8 @@ def solve_pde_with_status(
     u0 = jnp.asarray(u0)
     u0 = u0.astype(jnp.result_type(u0, dtype))
     params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype=jnp.result_type(p, dtype)), params)
-    n_params = ravel_pytree(params)[0].shape[0]
-    method = _choose_sensitivity(sensitivity, problem.grid.size, n_params)
-    if method == "forward" and isinstance(h, np.ndarray):  # traced step sizes: reverse mode
-        ys, failed = _solve_forward(problem, u0, params, h, omega, out_index)
+    if sensitivity != "adjoint" and isinstance(h, np.ndarray):  # traced step sizes: reverse mode
+        ys, failed = _solve_custom(problem, u0, params, h, omega, out_index, sensitivity)
     else:
         ys, failed = _integrate(problem, u0, params, h, omega, out_index)
     failed = failed | bad
