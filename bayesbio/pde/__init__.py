@@ -31,7 +31,7 @@ __all__ = [
     "porous_diffusivity",
 ]
 
-from bayesbio.pde.integrate import reject_if_failed, solve_pde, solve_pde_with_status, step_schedule  # noqa: E402
-from bayesbio.pde.problem import ReactionDiffusion  # noqa: E402
+from bayesbio.pde.integrate import reject_if_failed, solve_pde, solve_pde_with_status, step_schedule
+from bayesbio.pde.problem import ReactionDiffusion
 
 __all__ += ["ReactionDiffusion", "reject_if_failed", "solve_pde", "solve_pde_with_status", "step_schedule"]

@@ -22,8 +22,9 @@ x0 + lx) and ``bottom``/``top`` (y = y0 and y0 + ly).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from bayesbio.errors import OptionError, describe
 

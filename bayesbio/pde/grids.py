@@ -93,7 +93,7 @@ class Grid1D:
         self._set_edges(start + length * np.arange(n + 1) / n, uniform=True)
 
     @classmethod
-    def from_edges(cls, edges) -> "Grid1D":
+    def from_edges(cls, edges) -> Grid1D:
         """A (possibly non-uniform) grid from its strictly increasing cell edges."""
         arr = np.asarray(edges, dtype=float)
         if arr.ndim != 1 or arr.size < 3:

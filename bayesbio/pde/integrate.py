@@ -51,17 +51,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.flatten_util import ravel_pytree
 
 from bayesbio.errors import OptionError, SolverError, describe
-from jax.custom_derivatives import SymbolicZero
-
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure
 from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis, tridiagonal
 from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve, tridiagonal_solve_parts
 from bayesbio.pde.problem import ReactionDiffusion
 
-__all__ = ["MAX_TIME_STEPS", "reject_if_failed", "step_schedule", "solve_pde", "solve_pde_with_status"]
+__all__ = ["MAX_TIME_STEPS", "reject_if_failed", "solve_pde", "solve_pde_with_status", "step_schedule"]
 
 #: Largest number of time steps a solve may take (guards against a ``dt`` far too small).
 MAX_TIME_STEPS = 200_000
@@ -159,7 +158,7 @@ def _make_stepper(problem: ReactionDiffusion, params):
     D = problem.D(params)
     bc = problem.boundary(params)
     kind = _classify_D(D, grid, "solve_pde")
-    react = lambda u: problem.react(u, params)  # noqa: E731
+    react = lambda u: problem.react(u, params)
 
     if grid.ndim == 1:
         no_fail = jnp.asarray(False)
