@@ -252,9 +252,14 @@ def test_forward_and_adjoint_sensitivities_agree():
     adj = jax.grad(loss, argnums=(0, 1))(params, u0, "adjoint")
     for a, b in zip(jax.tree_util.tree_leaves(fwd), jax.tree_util.tree_leaves(adj)):
         np.testing.assert_allclose(a, b, rtol=1e-10)  # both exact derivatives of the same scheme
-    # and "auto" picks forward mode for this 8-cell problem under jit(grad)
+    # and "auto" picks forward mode of the parameters alone under jit(grad) (u0 is not differentiated)
     auto = jax.jit(jax.grad(loss), static_argnums=2)(params, u0, "auto")
     np.testing.assert_allclose(auto["D"], fwd[0]["D"], rtol=1e-10)
+    np.testing.assert_allclose(auto["lam"], fwd[0]["lam"], rtol=1e-10)
+    # with u0 differentiated too, "auto" takes reverse mode inside the custom VJP: same numbers
+    both = jax.grad(loss, argnums=(0, 1))(params, u0, "auto")
+    for a, b in zip(jax.tree_util.tree_leaves(both), jax.tree_util.tree_leaves(adj)):
+        np.testing.assert_allclose(a, b, rtol=1e-10)  # exact derivatives of the same scheme
 
 
 # ------------------------------------------------------------------------------------------
