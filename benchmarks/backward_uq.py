@@ -63,6 +63,10 @@ Z_LIMIT = 4.0
 #: CUQIpy LinearRTO settings: its defaults, and an inner solve tight enough to be accurate
 RTO_DEFAULT: dict = {}
 RTO_ACCURATE = {"maxit": 100, "tol": 1e-10}
+#: every worker (both tools) runs with single-threaded OpenBLAS: on this shared 2-core machine a
+#: threaded LAPACK call stalls (a 154 x 154 Cholesky measured 0.2-0.7 s after ``import jax`` under
+#: load, 0.2 ms single-threaded), and the problems are too small to gain from BLAS threads
+WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 # ============================================================================================
@@ -269,6 +273,7 @@ def accuracy(draws, oracle) -> dict:
 def _spawn(kind: str, cfg: dict, log: Path, extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in common._SCRUBBED_ENV}
     env.update({"PYTHONUNBUFFERED": "1", "CI": "1", "TQDM_DISABLE": "1", "BAYESBIO_CACHE_DIR": "off"})
+    env.update(WORKER_ENV)
     env.update(extra_env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bayesbio-bench-") as tmp:
@@ -317,19 +322,26 @@ def run_problem(problem: str, args, size: dict, out_dir: Path, logs: Path, stem:
                 f"max |z| mean {acc['max_z_mean']:.1f} sd {acc['max_z_sd']:.1f}")
 
         if run_bb:
-            nuts = {"chains": size["chains"], "warmup": size["warmup"], "samples": size["samples"],
-                    "chain_method": args.chain_method}
-            env = {}
-            if args.chain_method in ("auto", "parallel"):
-                env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
-            nuts_settings = (f"Laplace preconditioner + NUTS, {size['chains']} chains × ({size['warmup']} warm-up + "
-                             f"{size['samples']} draws), chain method {args.chain_method}")
-            with tempfile.TemporaryDirectory(prefix="bayesbio-bench-jax-cache-") as cache:
-                run("bb_nuts_cold", "bb_nuts", {**nuts, "jax_cache_dir": cache}, "bayesbio NUTS (cold JIT cache)",
-                    "bayesbio", "MCMC", nuts_settings, env)
-                if not args.no_warm_run:
-                    run("bb_nuts_warm", "bb_nuts", {**nuts, "jax_cache_dir": cache}, "bayesbio NUTS (warm JIT cache)",
-                        "bayesbio", "MCMC", nuts_settings, env)
+            # default: both chain methods, each cold and warm (see NOTES: on this shared 2-core machine
+            # lockstep vectorised chains on one core beat one chain per core, which needs both cores at once)
+            methods = ["auto", "vectorized"] if args.chain_method == "auto" else [args.chain_method]
+            for method in methods:
+                nuts = {"chains": size["chains"], "warmup": size["warmup"], "samples": size["samples"],
+                        "chain_method": method}
+                env = {}
+                if method in ("auto", "parallel"):
+                    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
+                nuts_settings = (f"Laplace preconditioner (Newton mode) + NUTS, {size['chains']} chains × "
+                                 f"({size['warmup']} warm-up + {size['samples']} draws), chain method {method}"
+                                 + (" (parallel: one chain per core)" if method == "auto" else ""))
+                tag = "" if method == "auto" else f"_{method}"
+                what = "" if method == "auto" else f", {method} chains"
+                with tempfile.TemporaryDirectory(prefix="bayesbio-bench-jax-cache-") as cache:
+                    run(f"bb_nuts_cold{tag}", "bb_nuts", {**nuts, "jax_cache_dir": cache},
+                        f"bayesbio NUTS (cold JIT cache{what})", "bayesbio", "MCMC", nuts_settings, env)
+                    if not args.no_warm_run:
+                        run(f"bb_nuts_warm{tag}", "bb_nuts", {**nuts, "jax_cache_dir": cache},
+                            f"bayesbio NUTS (warm JIT cache{what})", "bayesbio", "MCMC", nuts_settings, env)
         if run_cuqi:
             rto = {"burnin": size["rto_burnin"], "draws": size["rto_draws"]}
             rto_settings = f"{size['rto_burnin']} burn-in + {size['rto_draws']} draws, one chain"
@@ -385,6 +397,18 @@ COLUMNS = [
 ]
 
 
+def breakdown(res: dict) -> str:
+    """End-to-end seconds of a bayesbio NUTS worker split into its phases."""
+    post = (res["end_to_end_seconds"] - res["import_seconds"] - res["preconditioner_seconds"]
+            - res["compile_seconds"] - res["warmup_seconds"] - res["sampling_seconds"])
+    parts = [("process start + imports", res["import_seconds"]),
+             ("Laplace preconditioner (model set-up, Newton mode, Hessian)", res["preconditioner_seconds"]),
+             ("sample_nuts set-up + compilation", res["compile_seconds"]), ("warm-up", res["warmup_seconds"]),
+             ("sampling", res["sampling_seconds"]),
+             ("InferenceData (arviz import, constrained draws, predictive, log-likelihood)", post)]
+    return f"{res['end_to_end_seconds']:.1f} s = " + " + ".join(f"{what} {sec:.1f} s" for what, sec in parts)
+
+
 def render(result: dict) -> str:
     m = result["machine"]
     load = ", ".join(f"{x:.1f}" for x in m.get("loadavg_at_start", []))
@@ -416,6 +440,9 @@ def render(result: dict) -> str:
         elif v.get("bayesbio") or v.get("cuqipy"):
             lines += [f"Accurate MCMC rows: bayesbio {v.get('bayesbio') or 'none'}, CUQIpy {v.get('cuqipy') or 'none'}.", ""]
         lines += ["Settings: " + "; ".join(f"{r['run']}: {r['settings']}" for r in pr["rows"]) + ".", ""]
+        for key, res in pr["raw"].items():
+            if key.startswith("bb_nuts_warm"):
+                lines += [f"Where the time of `{key}` went: " + breakdown(res) + ".", ""]
         o = pr["oracle"]
         lines += [(f"Problem: posterior sd / prior sd between {o['posterior_sd_over_prior_sd'][0]:.3f} and "
                   f"{o['posterior_sd_over_prior_sd'][1]:.3f}; prior covariance condition number "
@@ -442,9 +469,23 @@ NOTES = [
     "6.4 / 2.4 / - / - for 20 / 50 / 100 / 200): CUQIpy is run at its fastest accurate setting, not at a "
     "needlessly tight one."),
     ("bayesbio NUTS runs with `count_solver_failures=False` (these models have no ODE/PDE solve to fail), so its "
-    "compiled programs can be stored in the JAX persistent cache for the warm row. Its warm-up is 200 iterations "
+    "compiled programs can be stored in the JAX persistent cache for the warm rows. Its warm-up is 200 iterations "
     "(not `sample_nuts`' default 1000): with the Laplace preconditioner the target is N(0, I) in the sampled "
-    "coordinates, so step-size and diagonal-mass adaptation settle quickly."),
+    "coordinates, so step-size and diagonal-mass adaptation settle quickly. 100 warm-up iterations were tried on "
+    "backward_heat and failed the accuracy check (max |z| of the sd 4.2), so 200 stays."),
+    ("The preconditioner's mode is found by Newton's method with the dense Hessian (`laplace_preconditioner`, "
+    "`mode='auto'`): the potential is quadratic, so one step is exact (previously L-BFGS: ~3000 iterations, "
+    "3.6 s of a warm run), and the Hessian of the last Newton iterate is the one the preconditioner factorises. "
+    "The backward_heat model applies the heat semigroup matrix-free (`heat_semigroup_apply`, two "
+    "matrix-vector products per evaluation instead of forming the 128 × 128 semigroup from the traced T and D: "
+    "gradient 0.076 → 0.016 ms)."),
+    ("Chain methods: `auto` runs one chain per core (`parallel`, 2 CPU devices, two groups of 2 chains); "
+    "`vectorized` runs the 4 chains in lockstep in one program on one core. On this shared machine the "
+    "vectorised rows are faster: a `pmap` step needs both cores at once, which a loaded machine rarely gives. "
+    "Both methods draw the same chains (same keys), so their ESS and errors agree."),
+    ("Every worker (both tools) runs with `OPENBLAS_NUM_THREADS=1`: on this 2-core machine shared by several "
+    "engineers a threaded OpenBLAS call stalls (a 154 × 154 Cholesky measured 0.2–0.7 s after `import jax` under "
+    "load, 0.2 ms single-threaded); the problems are too small to gain from BLAS threads."),
     ("The exact rows (not MCMC) show the floor for a linear-Gaussian problem: with the posterior in closed form, "
     "draws are i.i.d. and cost microseconds each."),
 ]
@@ -472,7 +513,7 @@ def main(argv=None) -> dict:
     import datetime as _dt
 
     result = {"benchmark": NAME, "title": TITLE, "quick": quick, "size": size, "target_ess": TARGET_ESS,
-              "z_limit": Z_LIMIT, "rto_accurate": RTO_ACCURATE,
+              "z_limit": Z_LIMIT, "rto_accurate": RTO_ACCURATE, "worker_env": WORKER_ENV,
               "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
               "machine": common.machine_info(), "problems": {}, "notes": NOTES}
 

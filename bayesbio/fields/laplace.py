@@ -96,6 +96,7 @@ def _mode_and_hessian(model, data, *, seed, starts, max_iter, mode="auto", need_
         if ok:
             best = min(ok, key=lambda r: r.value)
             x_map, hess = jnp.asarray(best.x), best.hessian
+            info["_chol"] = best.chol  # its Cholesky factor, reused below (popped before returning)
             info.update(mode_method="newton", mode_gradient_norm=best.gradient_norm,
                         optimizer_iterations=best.iterations, newton_shifted_iterations=best.shifted)
         else:
@@ -119,6 +120,9 @@ def _mode_and_hessian(model, data, *, seed, starts, max_iter, mode="auto", need_
 
 
 def _dense_cholesky(hess, info):
+    chol = info.pop("_chol", None)
+    if chol is not None:
+        return chol
     try:
         return np.linalg.cholesky(hess)
     except np.linalg.LinAlgError:
@@ -221,6 +225,7 @@ def laplace_field(model, data=None, *, field: str, rank: int | None = None, seed
         factor = jac + (jv * (1.0 / np.sqrt(1.0 + lam) - 1.0)) @ vec.T
         method = "laplace-lowrank"
         info.update(rank=int(rank), eigenvalues=lam, smallest_kept_eigenvalue=float(np.min(np.abs(lam))))
+    info.pop("_chol", None)
     if grid is None:
         grid = as_field_grid(shape[0]) if len(shape) == 1 else None
     else:
