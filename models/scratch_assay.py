@@ -41,6 +41,11 @@ COLUMN_WIDTH_UM = 50.0
 REFINE = 2
 #: Time steps per 12 h between measurements.
 STEPS_PER_INTERVAL = 12
+#: Gradient method of the solves. Reverse mode: measured as fast as forward sensitivities of the
+#: three parameters per solve here (1.71 vs 1.68 ms per log-density gradient, load ~10), and the
+#: converged default run recorded in benchmarks/results/reaction_diffusion_scratch_assay_fit.md
+#: used it.
+SENSITIVITY = "adjoint"
 #: Carrying capacity estimated by Jin et al. (2016) as quoted by VandenHeuvel et al. (2022).
 K_JIN = 1.7e-3
 
@@ -137,7 +142,8 @@ def simulate(kind, data, D, lam, K):
     def one(u0_columns, D_d, lam_d):
         u0 = jnp.interp(x, jnp.asarray(data["x"]), u0_columns)
         sol = pde.solve_pde_with_status(
-            problem, u0, data["ts"], {"D": D_d, "lambda": lam_d, "K": K}, steps_per_interval=STEPS_PER_INTERVAL
+            problem, u0, data["ts"], {"D": D_d, "lambda": lam_d, "K": K}, steps_per_interval=STEPS_PER_INTERVAL,
+            sensitivity=SENSITIVITY,
         )
         return sol.ys.reshape(sol.ys.shape[0], n_columns, REFINE).mean(-1), sol.failed
 
