@@ -377,6 +377,8 @@ def test_a_flat_direction_fails_with_both_searches_named():
 
     with pytest.raises(LaplaceError, match="not positive definite.*Newton search"):
         laplace_field(flat_model, data, field="f", max_iter=300)
+    with pytest.raises(OptionError, match="'mode'"):
+        laplace_field(flat_model, data, field="f", mode="bfgs")
 
 
 def test_summaries_from_draws_and_plots():

@@ -11,8 +11,8 @@ mode of a nonlinear model the Hessian may be indefinite; the step then uses ``H 
 
 Each iteration at ``x``: ``U, g, H`` in one compiled call; stop when the Newton decrement
 ``lambda^2 = g^T H^-1 g`` is below ``decrement_tol`` (``lambda`` is the distance to the mode of
-the local quadratic model in posterior standard deviations, so the default ``1e-12`` stops
-``1e-6`` sd from the mode; Boyd & Vandenberghe 2004, §9.5) or ``max |g| <= gtol``; else the step
+the local quadratic model in posterior standard deviations, so the default ``1e-12`` (double
+precision) stops ``1e-6`` sd from the mode; Boyd & Vandenberghe 2004, §9.5) or ``max |g| <= gtol``; else the step
 ``p = -H^-1 g`` with Armijo backtracking (``U(x + t p) <= U(x) + c t g^T p``, ``c = 1e-4``, ``t``
 halved). The Hessian at the returned point is returned too, so the caller never computes it
 again.
@@ -98,7 +98,7 @@ def _shifted_cholesky(h):
     return None, tau
 
 
-def newton_mode(potential, x0, *, max_iter: int = 50, decrement_tol: float = 1e-12, gtol: float = 1e-10,
+def newton_mode(potential, x0, *, max_iter: int = 50, decrement_tol: float | None = None, gtol: float = 1e-10,
                 shift_indefinite: bool = True, vgh=None, value_fn=None) -> NewtonResult:
     """Minimise ``potential`` from ``x0`` by damped Newton steps (see the module docstring).
 
@@ -106,6 +106,8 @@ def newton_mode(potential, x0, *, max_iter: int = 50, decrement_tol: float = 1e-
     nonlinear model), step with ``H + tau I`` instead (:func:`_shifted_cholesky`), a
     descent direction between Newton's and steepest descent's; convergence is declared only
     where ``H`` itself is positive definite. False: such a Hessian ends the search (failure).
+    ``decrement_tol``: default ``1e-12`` in double precision, ``1e-5`` in single precision (JAX
+    without x64: the gradient's rounding error alone gives decrements ~1e-6 near the mode).
     ``vgh`` / ``value_fn``: compiled ``value_grad_hessian(potential)`` / ``jit(potential)`` to
     reuse across starts. Returns a :class:`NewtonResult`.
     """
@@ -120,6 +122,8 @@ def newton_mode(potential, x0, *, max_iter: int = 50, decrement_tol: float = 1e-
         if not (np.isfinite(value) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
             return NewtonResult(x, value, g, None, it, False, f"non-finite potential, gradient or Hessian at "
                                 f"iteration {it} (the model cannot be evaluated there)")
+        if decrement_tol is None:
+            decrement_tol = 1e-12 if g.dtype == np.float64 else 1e-5
         h = 0.5 * (h + h.T)
         chol = _cholesky(h)
         if chol is None:
