@@ -14,6 +14,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from bayesbio.models import backward_heat
 from numpyro import handlers
 from scipy.stats import multivariate_normal
 
@@ -35,7 +36,6 @@ from bayesbio.fields import (
     summarize_field,
 )
 from bayesbio.fields._spectral import discrete_basis, neg_laplacian_apply
-from bayesbio.models import backward_heat
 from bayesbio.pde import Grid1D, Grid2D, diffusion_matrix
 
 
