@@ -66,8 +66,9 @@ __all__ = ["MAX_TIME_STEPS", "reject_if_failed", "solve_pde", "solve_pde_with_st
 MAX_TIME_STEPS = 200_000
 
 #: ``sensitivity="auto"``: forward-mode sensitivities when at most this many parameters (and
-#: not the initial state) are differentiated, else reverse mode. Measured on the 200-cell
-#: Fisher–KPP benchmark (3 parameters): see ``benchmarks/results/reaction_diffusion.md``.
+#: not the initial state) are differentiated, else reverse mode. Measured (jitted value_and_grad,
+#: interleaved calls, shared CPU at load ~10): 200-cell Fisher–KPP, 3 parameters, 48 steps:
+#: 0.81 ms forward vs 0.87 ms reverse; six vmapped 76-cell Porous-Fisher solves: 1.68 vs 1.71 ms.
 FORWARD_PARAMS_LIMIT = 8
 
 _SENSITIVITIES = ("auto", "forward", "adjoint")
