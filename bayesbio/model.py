@@ -18,6 +18,11 @@ level:
     a NumPyro init strategy for NUTS when the caller gives none (default: uniform in (-2, 2)
     on the unconstrained scale, as Stan), e.g. ``init_to_median()`` for hierarchical models
     whose ODE turns stiff in the far corners of that box.
+``data_is_file`` (optional, default True)
+    False when ``load_data`` takes something other than a file path (``--data 10000`` as a
+    number of simulated patients); the runners then pass it through without the file check.
+``sbc`` (optional)
+    settings for simulation-based calibration (:mod:`bayesbio.sbc`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class ModelSpec:
     sbc: Mapping[str, Any] = field(default_factory=dict)
     #: NumPyro init strategy for NUTS (the script's optional ``init_strategy``); None: the default.
     init_strategy: Any = None
+    #: False when ``load_data`` takes something other than a file path (the script's optional
+    #: ``data_is_file = False``, e.g. a simulated population size): ``--data`` is then passed
+    #: through unchecked.
+    data_is_file: bool = True
 
     def coords_for(self, data: Mapping[str, Any]) -> dict[str, list]:
         if self.coords is None:
@@ -125,6 +134,7 @@ def _spec_from_module(module, name: str, source: str) -> ModelSpec:
         source=source,
         sbc=_sbc_settings(module, source),
         init_strategy=getattr(module, "init_strategy", None),
+        data_is_file=bool(getattr(module, "data_is_file", True)),
     )
 
 

@@ -100,6 +100,22 @@ def test_user_model_script_loads_by_path(tmp_path):
     assert spec.coords_for(data)["time"] == [0.5, 1.0, 2.0, 4.0]
 
 
+def test_data_argument_is_checked_as_a_file_unless_the_script_says_otherwise(tmp_path):
+    from bayesbio.errors import DataError
+    from bayesbio.infer._common import prepare
+
+    path = tmp_path / "decay.py"
+    path.write_text(USER_MODEL)
+    with pytest.raises(DataError, match="'12' does not exist"):
+        prepare(str(path), "12")
+    # a script whose load_data takes a size, not a file: the string reaches load_data
+    sized = USER_MODEL.replace("def load_data(path=None):\n", "def load_data(path=None):\n    n = 4 if path is None else int(path)\n")
+    sized = sized.replace("ts = np.array([0.5, 1.0, 2.0, 4.0])", "ts = 0.5 * np.arange(1, n + 1)")
+    path.write_text(sized + "\ndata_is_file = False\n")
+    prepared = prepare(str(path), "12")
+    assert prepared.data["ts"].shape == (12,)
+
+
 def test_user_model_script_missing_functions_raises(tmp_path):
     path = tmp_path / "broken.py"
     path.write_text("def model(data):\n    pass\n")

@@ -53,7 +53,7 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
     if data is None:
         data = _load_data(spec, None)
     elif isinstance(data, (str, os.PathLike)):
-        if not os.path.isfile(data):
+        if spec.data_is_file and not os.path.isfile(data):
             raise DataError(f"data: file '{os.fspath(data)}' does not exist (data for model '{spec.name}')")
         data = _load_data(spec, str(data))
     data = validate_data(data, model_name=spec.name)
