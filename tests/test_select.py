@@ -203,7 +203,24 @@ def _run_cli(args, cwd):
                           timeout=1800)
 
 
-@pytest.mark.slow  # two ODE models x (NUTS + SMC + bridge): minutes on a shared 2-core machine
+def test_compare_on_two_ode_models_smoke():
+    """Fast tier: compare_models on logistic vs Gompertz tumour-growth ODEs (two lesions of
+    Laleh et al. 2022) with tiny settings: NUTS 2 x (100 + 100), PSIS-LOO only (no refits),
+    both evidence estimators (SMC 100 particles x 2 runs, at most 4 moves per temperature).
+    Checks the pipeline and the table, not a ranking."""
+    models = [str(DATA_DIR / "tumour_logistic.py"), str(DATA_DIR / "tumour_gompertz.py")]
+    result = select.compare_models(models, chains=2, warmup=100, samples=100, particles=100, smc_runs=2,
+                                   k_threshold=np.inf, smc_options={"max_steps": 4}, progress=False)
+    table = result.table
+    assert list(table.columns) == select.COLUMNS
+    assert set(table["model"]) == {"tumour_logistic", "tumour_gompertz"}
+    assert np.all(np.isfinite(table[["elpd_loo", "elpd_loo_se", "log_evidence", "log_evidence_se"]].to_numpy()))
+    assert table["posterior_prob"].sum() == pytest.approx(1.0, abs=1e-9)
+    assert table["stacking_weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.isfinite(result.details["log_evidence_bridge"]))
+
+
+@pytest.mark.slow  # two ODE models x (NUTS + 2-fold refits + SMC + bridge) through the CLI
 def test_compare_cli_on_two_ode_models(tmp_path):
     """`bayesbio compare` is generic: logistic vs Gompertz tumour-growth ODEs (two lesions of
     Laleh et al. 2022). Small settings: this checks the pipeline and the table, not a ranking."""

@@ -91,6 +91,7 @@ def compare_models(
     groups=None,
     progress: bool | None = None,
     nuts_options: Mapping[str, Any] | None = None,
+    smc_options: Mapping[str, Any] | None = None,
     log=None,
 ) -> Comparison:
     """Fit and compare models by LOO, model evidence, posterior probability and stacking.
@@ -118,6 +119,8 @@ def compare_models(
     progress : bool, optional
     nuts_options : dict, optional
         Further :func:`bayesbio.sample_nuts` options (e.g. ``target_accept``).
+    smc_options : dict, optional
+        Further :func:`bayesbio.select.log_evidence_smc` options (e.g. ``target_ess``).
     log : callable, optional
         Called with one-line progress messages (e.g. ``print``).
 
@@ -167,7 +170,7 @@ def compare_models(
         estimates[name] = {}
         for m in evidence:
             if m == "smc":
-                est = log_evidence_smc(ld, particles=particles, runs=smc_runs, seed=seed + i)
+                est = log_evidence_smc(ld, particles=particles, runs=smc_runs, seed=seed + i, **(smc_options or {}))
             else:
                 est = log_evidence_bridge(ld, idata, seed=seed + i)
             estimates[name][m] = est

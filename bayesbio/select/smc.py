@@ -10,9 +10,14 @@ product of the mean incremental weights,
     log p(y) = sum_t log mean_i p(y | theta_i)^(b_t - b_{t-1}),
 
 an unbiased estimate of ``p(y)`` for a fixed schedule. After each reweighting the particles
-are resampled (systematic) and moved by random-walk Metropolis steps with a Gaussian proposal
-shaped by the particle covariance, its scale adapted towards 25–35 % acceptance, repeated until
-a particle has moved with probability 0.99 (at least ``min_steps``, at most ``max_steps``).
+are resampled (systematic) and moved by Markov moves that leave the current tempered target
+invariant: by default Hamiltonian Monte Carlo preconditioned by the particle covariance, its
+step size adapted towards 75 % mean acceptance and its trajectory length fixed in whitened
+units (random-walk Metropolis on request; see :mod:`bayesbio.select._moves`). Moves repeat
+until no whitened coordinate keeps a correlation above 0.1 with its value before the moves
+(at least ``min_steps``, at most ``max_steps``). The estimate is only as good as the moves:
+particles that lag behind the tempered target bias ``log p(y)`` downwards, which the
+spread over independent runs does not reveal when every run lags alike.
 
 The Monte-Carlo error comes from ``runs`` independent runs: the estimate is the mean of their
 log evidences and its standard error their standard deviation over ``sqrt(runs)``.
@@ -27,18 +32,24 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
-from bayesbio.errors import ModelError
+from bayesbio.errors import ModelError, OptionError, describe
 from bayesbio.infer._common import check_positive_int, check_probability, check_seed
 from bayesbio.select._logdensity import LogDensity, log_density
+from bayesbio.select._moves import BLOCK as _BLOCK
+from bayesbio.select._moves import MOVES, Mixture, Moves, independence_step
 from bayesbio.select.evidence import EvidenceEstimate
 
 __all__ = ["log_evidence_smc"]
 
-_BLOCK = 5  # Metropolis steps per compiled call
+_HMC_ACCEPT = 0.75  # target mean acceptance probability of the HMC moves (Beskos et al. 2013: 0.651 optimal
+#                     for long trajectories in high dimension; a little higher is more robust in curved targets)
+_RWM_ACCEPT = 0.3  # random walk: ~0.234 optimal in high dimension, higher in low dimension
+_TRAJECTORY = 1.5  # HMC trajectory length in whitened units (a quarter period, pi/2, decorrelates a Gaussian)
+_MAX_LEAPFROG = 16
+_DECORRELATED = 0.1  # stop moving once no whitened coordinate keeps a correlation above this with its start
 
 
 def _ess(logw):
@@ -84,39 +95,20 @@ def _weighted_cov(x, logw):
     return cov + jitter * np.eye(x.shape[1])
 
 
-class _Kernels:
-    """Compiled pieces for one model: batched log densities and a block of Metropolis steps."""
-
-    def __init__(self, ld: LogDensity):
-        split = jax.vmap(ld.split)
-        self.split = jax.jit(split)
-
-        def block(key, x, lp, ll, beta, chol, scale):
-            def step(carry, k):
-                x, lp, ll, accepted = carry
-                k1, k2 = jax.random.split(k)
-                prop = x + scale * jax.random.normal(k1, x.shape, x.dtype) @ chol.T
-                lp_p, ll_p = split(prop)
-                log_ratio = (lp_p + beta * ll_p) - (lp + beta * ll)
-                log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-                accept = jnp.log(jax.random.uniform(k2, lp.shape, x.dtype)) < log_ratio
-                x = jnp.where(accept[:, None], prop, x)
-                lp = jnp.where(accept, lp_p, lp)
-                ll = jnp.where(accept, ll_p, ll)
-                return (x, lp, ll, accepted + accept), None
-
-            keys = jax.random.split(key, _BLOCK)
-            init = (x, lp, ll, jnp.zeros(lp.shape, jnp.int32))
-            (x, lp, ll, accepted), _ = jax.lax.scan(step, init, keys)
-            return x, lp, ll, accepted
-
-        self.block = jax.jit(block)
+def _decorrelation(z0, z):
+    """Largest absolute correlation, over coordinates, between the particles before and after moving."""
+    a = z0 - z0.mean(axis=0)
+    b = z - z.mean(axis=0)
+    denom = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(denom > 0, (a * b).sum(axis=0) / denom, 0.0)
+    return float(np.max(np.abs(corr)))
 
 
-def _one_run(ld, kernels, key, rng, particles, target_ess, min_steps, max_steps, max_stages):
+def _one_run(ld, moves, key, rng, particles, target_ess, min_steps, max_steps, max_stages):
     key, k0 = jax.random.split(key)
     x = ld.prior_draws(k0, particles)
-    lp, ll = kernels.split(x)
+    lp, ll = moves.split(x)
     x, lp, ll = np.asarray(x), np.asarray(lp), np.asarray(ll)
     if not np.isfinite(lp).all():
         raise ModelError(f"model '{ld.prepared.spec.name}': a prior draw has a non-finite prior density")
@@ -126,9 +118,11 @@ def _one_run(ld, kernels, key, rng, particles, target_ess, min_steps, max_steps,
             "the prior does not cover the data"
         )
     d = x.shape[1]
-    scale = 2.38 / math.sqrt(d)
+    hmc = moves.kind == "hmc"
+    target = _HMC_ACCEPT if hmc else _RWM_ACCEPT
+    eps = 0.5 if hmc else 2.38 / math.sqrt(d)
     beta, log_z = 0.0, 0.0
-    betas, acceptance, steps = [0.0], [], []
+    betas, acceptance, steps, leapfrogs, independence = [0.0], [], [], [], []
     while beta < 1.0:
         if len(betas) > max_stages:
             raise ModelError(
@@ -139,29 +133,37 @@ def _one_run(ld, kernels, key, rng, particles, target_ess, min_steps, max_steps,
         with np.errstate(invalid="ignore"):
             logw = np.where(np.isfinite(ll), (new_beta - beta) * ll, -np.inf)
         log_z += float(logsumexp(logw) - np.log(particles))
-        cov = _weighted_cov(x[np.isfinite(logw)], logw[np.isfinite(logw)])
+        finite = np.isfinite(logw)
+        cov = _weighted_cov(x[finite], logw[finite])
         chol = np.linalg.cholesky(cov)
         idx = _systematic(rng, logw)
         x, lp, ll = x[idx], lp[idx], ll[idx]
         beta = new_beta
         betas.append(beta)
-        done, acc_total = 0, 0
-        needed = min_steps
-        while done < needed:
+        z0 = np.linalg.solve(chol, x.T).T
+        mixture = Mixture(x, rng)
+        done, prob_total, n_leap, imh_rate = 0, 0.0, 1, []
+        while True:
+            x, lp, ll, r = independence_step(rng, moves.split, mixture, x, lp, ll, beta)
+            imh_rate.append(r)
+            n_leap = int(min(_MAX_LEAPFROG, math.ceil(_TRAJECTORY / eps))) if hmc else 1
             key, kb = jax.random.split(key)
-            x, lp, ll, accepted = kernels.block(kb, x, lp, ll, beta, chol, scale)
+            x, lp, ll, prob = moves.block(kb, x, lp, ll, beta, chol, eps, n_leap)
+            x, lp, ll = np.asarray(x), np.asarray(lp), np.asarray(ll)
             done += _BLOCK
-            acc_total += int(np.asarray(accepted).sum())
-            rate = acc_total / (done * particles)
-            moved = math.log(0.01) / math.log(max(1e-12, 1.0 - rate)) if rate < 1 else 1
-            needed = int(min(max_steps, max(min_steps, math.ceil(moved))))
-        x, lp, ll = np.asarray(x), np.asarray(lp), np.asarray(ll)
-        rate = acc_total / (done * particles)
-        acceptance.append(rate)
+            rate = float(np.asarray(prob).sum()) / (_BLOCK * particles)
+            prob_total += rate * _BLOCK
+            eps = float(np.clip(eps * math.exp(2.0 * (rate - target)), 1e-4, 10.0))
+            if done >= max_steps:
+                break
+            if done >= min_steps and _decorrelation(z0, np.linalg.solve(chol, x.T).T) < _DECORRELATED:
+                break
+        acceptance.append(prob_total / done)
+        independence.append(float(np.mean(imh_rate)))
         steps.append(done)
-        scale *= math.exp(2.0 * (rate - 0.3))
-        scale = float(np.clip(scale, 0.01, 10.0))
-    return log_z, dict(betas=betas, acceptance=acceptance, steps=steps, particles=x)
+        leapfrogs.append(n_leap)
+    return log_z, dict(betas=betas, acceptance=acceptance, steps=steps, leapfrogs=leapfrogs,
+                  independence=independence, particles=x)
 
 
 def log_evidence_smc(
@@ -172,9 +174,10 @@ def log_evidence_smc(
     runs: int = 4,
     seed: int = 0,
     target_ess: float = 0.5,
-    min_steps: int = 10,
-    max_steps: int = 60,
+    min_steps: int = 2,
+    max_steps: int = 40,
     max_stages: int = 1000,
+    move: str = "hmc",
 ) -> EvidenceEstimate:
     """Log marginal likelihood of a model by adaptive tempered SMC.
 
@@ -192,15 +195,21 @@ def log_evidence_smc(
     target_ess : float
         Fraction of particles kept effective at each temperature step (0 < target_ess < 1).
     min_steps, max_steps : int
-        Bounds on the Metropolis moves per temperature.
+        Bounds on the moves per temperature (rounded up to a multiple of 2); between them the
+        particles move until no whitened coordinate keeps a correlation above 0.1 with its
+        value after resampling.
     max_stages : int
         Give up (with an error) after this many temperatures.
+    move : {"hmc", "rwm"}
+        The Markov move: Hamiltonian Monte Carlo (default; needs a differentiable model, as
+        NUTS does) or random-walk Metropolis (see :mod:`bayesbio.select._moves`).
 
     Returns
     -------
     EvidenceEstimate
         ``details``: ``runs`` (log evidence of each run), ``stages`` (temperatures per run),
-        ``mean_acceptance``, ``seconds``, ``particles`` (final unconstrained particles of run 1).
+        ``mean_acceptance``, ``mean_steps`` (moves per temperature), ``max_leapfrog`` (HMC),
+        ``seconds``, ``particles`` (final unconstrained particles of run 1).
 
     Examples
     --------
@@ -214,13 +223,15 @@ def log_evidence_smc(
     min_steps = check_positive_int("min_steps", min_steps)
     max_steps = check_positive_int("max_steps", max_steps, minimum=min_steps)
     max_stages = check_positive_int("max_stages", max_stages)
+    if move not in MOVES:
+        raise OptionError(f"'move' must be one of {list(MOVES)}; got {describe(move)}")
     t0 = time.perf_counter()
     ld = model if isinstance(model, LogDensity) else log_density(model, data)
-    kernels = _Kernels(ld)
+    moves = ld._compiled(("smc_moves", move), lambda: Moves(ld.split, move))
     keys = jax.random.split(jax.random.PRNGKey(seed), runs)
     values, infos = [], []
     for r in range(runs):
-        value, info = _one_run(ld, kernels, keys[r], np.random.default_rng([seed, r]), particles, target_ess, min_steps, max_steps, max_stages)
+        value, info = _one_run(ld, moves, keys[r], np.random.default_rng([seed, r]), particles, target_ess, min_steps, max_steps, max_stages)
         values.append(value)
         infos.append(info)
     values = np.array(values)
@@ -230,6 +241,9 @@ def log_evidence_smc(
         stages=[len(i["betas"]) - 1 for i in infos],
         mean_acceptance=float(np.mean([np.mean(i["acceptance"]) for i in infos])),
         mean_steps=float(np.mean([np.mean(i["steps"]) for i in infos])),
+        max_leapfrog=int(max(max(i["leapfrogs"]) for i in infos)),
+        mean_independence_acceptance=float(np.mean([np.mean(i["independence"]) for i in infos])),
+        move=move,
         particles=infos[0]["particles"],
         seconds=time.perf_counter() - t0,
         n_particles=particles,
