@@ -57,6 +57,12 @@ def test_tutorial_runs(path, kernel_dir, monkeypatch):
         nb, km=km, kernel_name=KERNEL_NAME, timeout=600, allow_errors=False,
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute()  # raises CellExecutionError on the first failing cell
+    try:
+        client.execute()  # raises CellExecutionError on the first failing cell
+    finally:
+        # nbclient leaves a kernel it did not create running: stop it, or every notebook's
+        # kernel (1-2 GB each, with its JAX programs) stays alive until the test session ends
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
