@@ -234,8 +234,10 @@ def test_compare_cli_on_two_ode_models(tmp_path):
     assert list(table.columns) == select.COLUMNS
     assert set(table["model"]) == {"tumour_logistic", "tumour_gompertz"}
     assert np.all(np.isfinite(table[["elpd_loo", "elpd_loo_se", "log_evidence", "log_evidence_se"]].to_numpy()))
-    assert table["posterior_prob"].sum() == pytest.approx(1.0, abs=1e-9)
-    assert table["stacking_weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    # the CSV holds 6 significant digits (cli: float_format "%.6g"): each value is off by up to
+    # 5e-7, so two values sum to 1 within 1e-6 (plus the 1e-6 of the stacking optimiser)
+    assert table["posterior_prob"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert table["stacking_weight"].sum() == pytest.approx(1.0, abs=2e-6)
     assert (tmp_path / "t.png").stat().st_size > 1000
 
 

@@ -13,7 +13,8 @@ an unbiased estimate of ``p(y)`` for a fixed schedule. After each reweighting th
 are resampled (systematic) and moved by Markov moves that leave the current tempered target
 invariant: by default Hamiltonian Monte Carlo preconditioned by the particle covariance, its
 step size adapted towards 75 % mean acceptance and its trajectory length fixed in whitened
-units (random-walk Metropolis on request; see :mod:`bayesbio.select._moves`). Moves repeat
+units (random-walk Metropolis on request), each block preceded by an independence move with a
+Gaussian-mixture proposal fitted to the particles (see :mod:`bayesbio.select._moves`). Moves repeat
 until no whitened coordinate keeps a correlation above 0.1 with its value before the moves
 (at least ``min_steps``, at most ``max_steps``). The estimate is only as good as the moves:
 particles that lag behind the tempered target bias ``log p(y)`` downwards, which the
