@@ -62,6 +62,7 @@ def assert_same_density(a_value, a_grad, b_value, b_grad, tol=SHARDING_TOL):
 # 8 forced host CPU devices (subprocess)
 
 
+@pytest.mark.slow  # ~1 min quiet, 3.5 min loaded (compiles the 8-device program): slow tier for CI's budget
 def test_sharded_density_and_gradient_equal_single_device_on_8_cpu_devices():
     # 13 patients on 8 devices: padded to 16 with 3 fully masked patients
     out = run_worker("density", "--patients", 13, "--devices", 8, "--reference", devices=8)
