@@ -273,6 +273,8 @@ def test_treloar_smc_and_bridge_agree(law):
     ld = select._logdensity.log_density(name)
     smc = select.log_evidence_smc(ld)
     bridge = select.log_evidence_bridge(ld, idata)
+    print(f"{name}: smc {smc.log_evidence:.3f} ± {smc.se:.3f} (runs {smc.details['runs']}), "
+          f"bridge {bridge.log_evidence:.3f} ± {bridge.se:.3f}")
     assert abs(smc.log_evidence - bridge.log_evidence) < 0.5, (smc, bridge)
 
 
