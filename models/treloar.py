@@ -28,6 +28,10 @@ LAWS = ["neo_hookean", "mooney_rivlin", "yeoh3", "gent", "demiray", "ogden1", "o
 MODES = {"uniaxial_tension": "uniaxial", "equibiaxial_tension": "equibiaxial", "pure_shear": "pure_shear"}
 SCALE_MPA = 0.5  # stress scale of the priors: rubber's shear modulus is a few tenths of a MPa
 
+#: Simulation-based calibration (``bayesbio sbc treloar_<law>``, results in benchmarks/results/sbc/):
+#: the generic NUTS settings (500 warm-up, 99 draws thinned by 5) with 4 replications vmapped together.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
+
 variants = {f"treloar_{law}": f"Treloar (1944) rubber, UT+ET+PS jointly: {bbc.law(law).description}" for law in LAWS}
 
 
@@ -67,7 +71,8 @@ def build(law_name, *, scale=SCALE_MPA):
         return {f"{mode}_stretch": d["stretch"] for mode, d in data.items()}
 
     return SimpleNamespace(name=f"treloar_{law_name}", model=model, load_data=load_data, dims=dims, coords=coords,
-                           description=variants.get(f"treloar_{law_name}", law.description), law=law)
+                           description=variants.get(f"treloar_{law_name}", law.description), law=law,
+                           sbc=sbc)
 
 
 def variant(name):
