@@ -70,7 +70,8 @@ def exact_posterior_idata(data, chains=4, draws=1000, seed=0):
 
 @pytest.fixture(scope="module")
 def evidences():
-    """SMC (default settings: 2000 particles x 4 runs) and bridge (exact posterior draws) on the
+    """SMC (default settings: 2000 particles x 4 runs, tempering from a t reference fitted to a
+    Laplace approximation), SMC along the prior path, and bridge (exact posterior draws) on the
     full (3 coefficients) and reduced (2 coefficients) regressions."""
     out = {}
     for p in (3, 2):
@@ -79,12 +80,13 @@ def evidences():
         out[p] = dict(
             exact=exact_log_evidence(data),
             smc=select.log_evidence_smc(ld, seed=p),
+            smc_prior=select.log_evidence_smc(ld, seed=p, reference="prior"),
             bridge=select.log_evidence_bridge(ld, exact_posterior_idata(data, seed=p), seed=p),
         )
     return out
 
 
-@pytest.mark.parametrize("method", ["smc", "bridge"])
+@pytest.mark.parametrize("method", ["smc", "smc_prior", "bridge"])
 def test_evidence_matches_conjugate_exact(evidences, method):
     for p, r in evidences.items():
         est = r[method]
@@ -96,11 +98,25 @@ def test_evidence_matches_conjugate_exact(evidences, method):
         assert 0 < est.se < 0.1
 
 
-@pytest.mark.parametrize("method", ["smc", "bridge"])
+@pytest.mark.parametrize("method", ["smc", "smc_prior", "bridge"])
 def test_bayes_factor_recovered_within_ten_percent(evidences, method):
     bf = select.bayes_factor(evidences[3][method], evidences[2][method])
     exact = np.exp(evidences[3]["exact"] - evidences[2]["exact"])
     assert abs(bf.bf / exact - 1) < 0.10, (bf, exact)  # acceptance: analytic BF within 10 %
+
+
+def test_smc_reference_options_are_checked():
+    data = _design(2)
+    ld = select._logdensity.log_density(conjugate_model, data)
+    with pytest.raises(OptionError, match="reference"):
+        select.log_evidence_smc(ld, reference="laplace")
+    with pytest.raises(OptionError, match="reference_draws"):
+        select.log_evidence_smc(ld, reference_draws=np.zeros((100, ld.dim + 1)))
+    draws = np.random.default_rng(0).normal(size=(100, ld.dim))
+    with pytest.raises(OptionError, match="reference_scale"):
+        select.log_evidence_smc(ld, reference_draws=draws, reference_scale=-1.0)
+    with pytest.raises(OptionError, match="reference_df"):
+        select.log_evidence_smc(ld, reference_draws=draws, reference_df=0)
 
 
 def test_posterior_model_probabilities():
@@ -271,7 +287,7 @@ def test_treloar_smc_and_bridge_agree(law):
     name = f"treloar_{law}"
     idata = bb.sample_nuts(name, chains=4, warmup=1000, samples=1000, progress=False)
     ld = select._logdensity.log_density(name)
-    smc = select.log_evidence_smc(ld)
+    smc = select.log_evidence_smc(ld, reference_draws=idata)  # as compare_models does
     bridge = select.log_evidence_bridge(ld, idata)
     print(f"{name}: smc {smc.log_evidence:.3f} ± {smc.se:.3f} (runs {smc.details['runs']}), "
           f"bridge {bridge.log_evidence:.3f} ± {bridge.se:.3f}")

@@ -13,8 +13,9 @@ fixed-point iteration
 approximation, with the posterior part inflated by the draws' autocorrelation (``N1 / ESS``),
 so ``se(log p(y)) ≈ sqrt(RE^2)``.
 
-Needs good posterior draws (e.g. :func:`bayesbio.sample_nuts`); the estimate is independent
-of :func:`bayesbio.select.log_evidence_smc`, which uses only prior draws and the likelihood.
+Needs good posterior draws (e.g. :func:`bayesbio.sample_nuts`). :func:`bayesbio.select.log_evidence_smc`
+is a different estimator: it may fit its reference density to the same draws, but its estimate
+is consistent whatever that reference is.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Compare models: fit each, score predictive accuracy and evidence, weigh them.
 
 :func:`compare_models` fits every model with NUTS, computes PSIS-LOO (K-fold refits where
-Pareto ``k`` is high), the log evidence by tempered SMC and by bridge sampling, posterior model
+Pareto ``k`` is high), the log evidence by tempered SMC (tempering from a multivariate t fitted to
+the NUTS draws) and by bridge sampling, posterior model
 probabilities under prior model weights, and stacking weights (``arviz.compare``, method
 ``"stacking"``, Yao et al. 2018). It works for any bayesbio model: constitutive, ODE,
 population or PDE.
@@ -170,7 +171,10 @@ def compare_models(
         estimates[name] = {}
         for m in evidence:
             if m == "smc":
-                est = log_evidence_smc(ld, particles=particles, runs=smc_runs, seed=seed + i, **(smc_options or {}))
+                opts = dict(smc_options or {})
+                if opts.get("reference", "t") != "prior":
+                    opts.setdefault("reference_draws", idata)  # fit the SMC reference to the NUTS draws
+                est = log_evidence_smc(ld, particles=particles, runs=smc_runs, seed=seed + i, **opts)
             else:
                 est = log_evidence_bridge(ld, idata, seed=seed + i)
             estimates[name][m] = est

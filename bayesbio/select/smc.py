@@ -1,6 +1,6 @@
 """Adaptive tempered sequential Monte Carlo (SMC) estimate of the model evidence.
 
-Particles start as prior draws and move through the tempered targets
+On the prior path (``reference="prior"``) particles start as prior draws and move through the tempered targets
 ``pi_b(theta) ∝ p(theta) p(y | theta)^b``, ``0 = b_0 < b_1 < ... < b_T = 1``. Each next
 temperature is chosen by bisection so that the effective sample size of the incremental
 weights ``p(y | theta)^(b_t - b_{t-1})`` is ``target_ess`` times the number of particles with
@@ -19,6 +19,16 @@ until no whitened coordinate keeps a correlation above 0.1 with its value before
 (at least ``min_steps``, at most ``max_steps``). The estimate is only as good as the moves:
 particles that lag behind the tempered target bias ``log p(y)`` downwards, which the
 spread over independent runs does not reveal when every run lags alike.
+
+Reference path (default, ``reference="t"``): instead of the prior, the path starts at a
+normalised multivariate t (or Gaussian) ``q`` fitted to posterior draws (NUTS draws when given,
+else a Laplace approximation), ``pi_b ∝ q(x)^(1-b) [p(x) p(y | x)]^b``; the incremental weights
+are ``exp((b_t - b_{t-1}) (log p(x, y) - log q(x)))`` and ``log p(y)`` is the same sum (``q``
+integrates to 1). The path is short and never visits the prior's tails, where sloppy models
+(Treloar / 3-term Ogden) form thin curved ridges the moves cannot cross: measured there, the
+prior path came out 1.5–5 nats low, the reference path (t, 5 dof, scale 1.5 x the NUTS draws'
+covariance) 57.29 ± 0.01 against bridge sampling's 57.29–57.37 and importance sampling's 57.295.
+The estimate stays consistent whatever ``q`` is; a poor ``q`` only costs temperatures.
 
 The Monte-Carlo error comes from ``runs`` independent runs: the estimate is the mean of their
 log evidences and its standard error their standard deviation over ``sqrt(runs)``.
@@ -41,6 +51,7 @@ from bayesbio.infer._common import check_positive_int, check_probability, check_
 from bayesbio.select._logdensity import LogDensity, log_density
 from bayesbio.select._moves import BLOCK as _BLOCK
 from bayesbio.select._moves import MOVES, Mixture, Moves, independence_step
+from bayesbio.select._reference import REFERENCES, reference_from_draws, reference_log_pdf
 from bayesbio.select.evidence import EvidenceEstimate
 
 __all__ = ["log_evidence_smc"]
@@ -106,18 +117,24 @@ def _decorrelation(z0, z):
     return float(np.max(np.abs(corr)))
 
 
-def _one_run(ld, moves, key, rng, particles, target_ess, min_steps, max_steps, max_stages):
+def _one_run(ld, moves, key, rng, particles, target_ess, min_steps, max_steps, max_stages, reference=None):
     key, k0 = jax.random.split(key)
-    x = ld.prior_draws(k0, particles)
-    lp, ll = moves.split(x)
+    ref = None if reference is None else reference.params
+    x = ld.prior_draws(k0, particles) if reference is None else reference.sample(rng, particles)
+    lp, ll = moves.split(x, ref)
     x, lp, ll = np.asarray(x), np.asarray(lp), np.asarray(ll)
+    start = "prior" if reference is None else "reference"
     if not np.isfinite(lp).all():
-        raise ModelError(f"model '{ld.prepared.spec.name}': a prior draw has a non-finite prior density")
+        raise ModelError(f"model '{ld.prepared.spec.name}': a {start} draw has a non-finite {start} density")
     if not np.isfinite(ll).any():
         raise ModelError(
-            f"model '{ld.prepared.spec.name}': every one of {particles} prior draws has zero likelihood; "
-            "the prior does not cover the data"
+            f"model '{ld.prepared.spec.name}': every one of {particles} {start} draws has zero likelihood "
+            f"(or prior) density; the {start} does not cover the posterior"
         )
+
+    def split(y):
+        return moves.split(y, ref)
+
     d = x.shape[1]
     hmc = moves.kind == "hmc"
     target = _HMC_ACCEPT if hmc else _RWM_ACCEPT
@@ -145,11 +162,11 @@ def _one_run(ld, moves, key, rng, particles, target_ess, min_steps, max_steps, m
         mixture = Mixture(x, rng)
         done, prob_total, n_leap, imh_rate = 0, 0.0, 1, []
         while True:
-            x, lp, ll, r = independence_step(rng, moves.split, mixture, x, lp, ll, beta)
+            x, lp, ll, r = independence_step(rng, split, mixture, x, lp, ll, beta)
             imh_rate.append(r)
             n_leap = int(min(_MAX_LEAPFROG, math.ceil(_TRAJECTORY / eps))) if hmc else 1
             key, kb = jax.random.split(key)
-            x, lp, ll, prob = moves.block(kb, x, lp, ll, beta, chol, eps, n_leap)
+            x, lp, ll, prob = moves.block(kb, x, lp, ll, beta, chol, eps, n_leap, ref)
             x, lp, ll = np.asarray(x), np.asarray(lp), np.asarray(ll)
             done += _BLOCK
             rate = float(np.asarray(prob).sum()) / (_BLOCK * particles)
@@ -167,6 +184,46 @@ def _one_run(ld, moves, key, rng, particles, target_ess, min_steps, max_steps, m
                   independence=independence, particles=x)
 
 
+def _path_split(split, reference):
+    """``(base log density, tempered log ratio)`` of the path: prior and likelihood, or
+    ``log q`` and ``log p(x, y) - log q``."""
+    if reference == "prior":
+        return lambda x, ref: split(x)
+    gaussian = reference == "gaussian"
+
+    def path(x, ref):
+        lp, ll = split(x)
+        lq = reference_log_pdf(gaussian, ref, x)
+        return lq, lp + ll - lq
+
+    return path
+
+
+def _reference_draws(ld, draws, seed):
+    """Unconstrained posterior draws (n, d) to fit the reference to."""
+    from bayesbio.select._logdensity import posterior_draws
+
+    if draws is None:
+        from bayesbio.infer.laplace import LaplaceError, fit_laplace
+
+        try:
+            draws = fit_laplace(ld.prepared.spec, ld.data, seed=seed)
+        except (LaplaceError, ValueError) as err:
+            raise ModelError(
+                f"SMC reference for model '{ld.prepared.spec.name}': the Laplace approximation failed ({err}); "
+                "pass reference_draws (e.g. NUTS draws) or reference='prior'"
+            ) from None
+    if hasattr(draws, "posterior"):
+        draws = posterior_draws(draws, ld.prepared.latent)
+    if isinstance(draws, dict):
+        return np.asarray(ld.to_unconstrained(draws))
+    u = np.asarray(draws, dtype=float)
+    if u.ndim != 2 or u.shape[1] != ld.dim:
+        raise OptionError(f"'reference_draws' must be an InferenceData, a dict of constrained draws or an "
+                          f"unconstrained array of shape (n, {ld.dim}); got {describe(draws)}")
+    return u
+
+
 def log_evidence_smc(
     model,
     data=None,
@@ -179,6 +236,10 @@ def log_evidence_smc(
     max_steps: int = 40,
     max_stages: int = 1000,
     move: str = "hmc",
+    reference: str = "t",
+    reference_draws=None,
+    reference_scale: float = 1.5,
+    reference_df: float = 5.0,
 ) -> EvidenceEstimate:
     """Log marginal likelihood of a model by adaptive tempered SMC.
 
@@ -204,6 +265,21 @@ def log_evidence_smc(
     move : {"hmc", "rwm"}
         The Markov move: Hamiltonian Monte Carlo (default; needs a differentiable model, as
         NUTS does) or random-walk Metropolis (see :mod:`bayesbio.select._moves`).
+    reference : {"t", "gaussian", "prior"}
+        The tempering path. ``"prior"``: from the prior, ``pi_b ∝ p(x) p(y | x)^b``.
+        ``"t"`` / ``"gaussian"``: from a normalised multivariate t / Gaussian ``q`` fitted to
+        posterior draws, ``pi_b ∝ q(x)^(1-b) [p(x) p(y | x)]^b`` (see
+        :mod:`bayesbio.select._reference`); shorter, and it never visits the prior's tails.
+    reference_draws : InferenceData, dict or array, optional
+        Posterior draws to fit ``q`` to: an InferenceData (e.g. of :func:`bayesbio.sample_nuts`),
+        constrained draws ``{site: (n, ...)}`` or unconstrained draws (n, d). Default: draws of
+        a Laplace approximation (:func:`bayesbio.fit_laplace`). The estimate stays consistent
+        whatever ``q`` is; ``q`` only decides the efficiency.
+    reference_scale : float
+        ``q``'s scale matrix is ``reference_scale^2`` times the draws' covariance (> 1 covers
+        the posterior's tails).
+    reference_df : float
+        Degrees of freedom of the t reference.
 
     Returns
     -------
@@ -226,13 +302,20 @@ def log_evidence_smc(
     max_stages = check_positive_int("max_stages", max_stages)
     if move not in MOVES:
         raise OptionError(f"'move' must be one of {list(MOVES)}; got {describe(move)}")
+    if reference not in REFERENCES:
+        raise OptionError(f"'reference' must be one of {list(REFERENCES)}; got {describe(reference)}")
     t0 = time.perf_counter()
     ld = model if isinstance(model, LogDensity) else log_density(model, data)
-    moves = ld._compiled(("smc_moves", move), lambda: Moves(ld.split, move))
+    q = None
+    if reference != "prior":
+        u = _reference_draws(ld, reference_draws, seed)
+        q = reference_from_draws(u, kind=reference, scale=reference_scale, df=reference_df)
+    moves = ld._compiled(("smc_moves", move, reference), lambda: Moves(_path_split(ld.split, reference), move))
     keys = jax.random.split(jax.random.PRNGKey(seed), runs)
     values, infos = [], []
     for r in range(runs):
-        value, info = _one_run(ld, moves, keys[r], np.random.default_rng([seed, r]), particles, target_ess, min_steps, max_steps, max_stages)
+        value, info = _one_run(ld, moves, keys[r], np.random.default_rng([seed, r]), particles, target_ess, min_steps,
+                               max_steps, max_stages, q)
         values.append(value)
         infos.append(info)
     values = np.array(values)
@@ -245,6 +328,7 @@ def log_evidence_smc(
         max_leapfrog=int(max(max(i["leapfrogs"]) for i in infos)),
         mean_independence_acceptance=float(np.mean([np.mean(i["independence"]) for i in infos])),
         move=move,
+        reference=reference,
         particles=infos[0]["particles"],
         seconds=time.perf_counter() - t0,
         n_particles=particles,
