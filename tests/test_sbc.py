@@ -194,6 +194,21 @@ def test_sbc_writes_results_atomically_and_refuses_to_overwrite(tiny_sbc, tmp_pa
     tiny_sbc.write(out, force=True)
 
 
+def locked_model(data):
+    # like a Gent law's locking stretch: the mean is undefined (NaN) for jm below 20, and every
+    # start in the unconstrained (-2, 2) box has jm = exp(u) < 7.4
+    jm = numpyro.sample("jm", dist.LogNormal(jnp.log(100.0), 0.2))
+    mean = jnp.where(jm > 20.0, jnp.log(jm), jnp.nan)
+    bb.observe("y", bb.NormalNoise(jnp.full(3, mean), 0.5), obs=data["y"])
+
+
+@pytest.mark.slow  # compiles a sampler (~1 min on a busy 2-core machine)
+def test_sbc_starts_from_a_prior_draw_where_the_uniform_box_has_no_valid_point():
+    r = bb.run_sbc(locked_model, {"y": np.zeros(3)}, reps=4, warmup=50, draws=9, thin=1, batch=2, bins=2)
+    assert r.init_failures == 0  # every fit found a finite start (a prior draw)
+    assert np.all(r.mean_steps > 0)
+
+
 def test_sbc_rejects_unknown_parameter_names():
     with pytest.raises(OptionError, match="'params'"):
         bb.run_sbc(normal_model, NORMAL_DATA, reps=2, params=["tau"])

@@ -7,9 +7,14 @@ and far too much for hundreds of SBC fits. Here NumPyro's NUTS kernel
 (``numpyro.handlers.condition``), so one compiled program fits every replication; a batch of
 replications is fitted together with ``vmap``.
 
-Each fit starts, as :func:`bayesbio.sample_nuts` does, from a point drawn uniformly in
-``(-2, 2)`` on the unconstrained scale (redrawn until the log density and its gradient are
-finite), adapts step size and mass matrix during warm-up, then keeps every ``thin``-th draw.
+Each fit starts, as :func:`bayesbio.sample_nuts` does, from the model script's
+``init_strategy`` when it defines one, else from a point drawn uniformly in ``(-2, 2)`` on the
+unconstrained scale (redrawn until the log density and its gradient are finite). Where no such
+uniform point is found (a prior whose support within that box puts the data outside the model's
+domain, e.g. a Gent locking stretch ``Jm`` below the data's ``I1 - 3``), the chain starts from
+a prior draw instead (``init_to_sample``): its truth is a prior draw too, so this start is as
+legitimate, and only fits that need it use it. Then NUTS adapts step size and mass matrix during
+warm-up and keeps every ``thin``-th draw.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.infer import init_to_uniform
+from numpyro.infer import init_to_sample
 from numpyro.infer.hmc import hmc
-from numpyro.infer.util import ParamInfo, initialize_model
+from numpyro.infer.util import ParamInfo, find_valid_initial_params, initialize_model
 
 from bayesbio.infer._common import Prepared
 from bayesbio.sbc.settings import SBCSettings
@@ -59,8 +64,12 @@ class BatchFitter:
         def conditioned(data, obs):
             return handlers.condition(prepared.spec.model, data=obs)(data)
 
+        self._conditioned = conditioned
+        self._init_strategy = prepared.spec.init_strategy
+        # only the structure (sites, shapes, transforms) is taken from here; a prior draw is
+        # the start most likely to be valid whatever the model's support
         info, potential_gen, postprocess_gen, _ = initialize_model(
-            jax.random.PRNGKey(0), conditioned, init_strategy=init_to_uniform(radius=2.0),
+            jax.random.PRNGKey(0), conditioned, init_strategy=self._init_strategy or init_to_sample,
             dynamic_args=True, model_args=(prepared.data, example_obs),
         )
         self._flat0, self._unravel = ravel_pytree(info.z)
@@ -72,6 +81,19 @@ class BatchFitter:
     # ------------------------------------------------------------------ one fit, traced
 
     def _initial_point(self, key, data, obs):
+        if self._init_strategy is not None:  # the model script's own start, as sample_nuts
+            return self._strategy_point(key, data, obs, self._init_strategy)
+        info, ok = self._uniform_point(key, data, obs)
+        # no finite point in the (-2, 2) box after INIT_TRIES draws: start from a prior draw
+        return jax.lax.cond(ok, lambda: (info, ok),
+                            lambda: self._strategy_point(jax.random.fold_in(key, 1), data, obs, init_to_sample))
+
+    def _strategy_point(self, key, data, obs, strategy):
+        info, ok = find_valid_initial_params(key, self._conditioned, init_strategy=strategy, model_args=(data, obs),
+                                             prototype_params=self._unravel(self._flat0))
+        return ParamInfo(*info), ok
+
+    def _uniform_point(self, key, data, obs):
         potential = self._potential_gen(data, obs)
         unravel = self._unravel
         value_and_grad = jax.value_and_grad(lambda flat: potential(unravel(flat)))
