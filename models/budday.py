@@ -31,6 +31,10 @@ LAWS = ["neo_hookean", "mooney_rivlin", "yeoh2", "gent", "demiray", "ogden1", "o
 REGIONS = {"CX": "cortex", "BG": "basal_ganglia", "CR": "corona_radiata", "CC": "corpus_callosum"}
 SCALE_KPA = 1.0
 
+#: Simulation-based calibration (``bayesbio sbc budday_<law>``, results in benchmarks/results/sbc/):
+#: the generic NUTS settings (500 warm-up, 99 draws thinned by 5) with 4 replications vmapped together.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
+
 variants = {f"budday_{law}": f"Budday (2017) human brain, 4 regions, tension/compression + shear: "
             f"{bbc.law(law).description}" for law in LAWS}
 
@@ -92,7 +96,8 @@ def build(law_name, *, scale=SCALE_KPA):
                 "gamma": data["simple_shear"]["amount"][0]}
 
     return SimpleNamespace(name=f"budday_{law_name}", model=model, load_data=load_data, dims=dims, coords=coords,
-                           description=variants.get(f"budday_{law_name}", law.description), law=law)
+                           description=variants.get(f"budday_{law_name}", law.description), law=law,
+                           sbc=sbc)
 
 
 def variant(name):
