@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpyro
 import numpyro.distributions as dist
+from numpyro.infer import init_to_median
 import pandas as pd
 
 import bayesbio as bb
@@ -75,7 +76,10 @@ def build(law_name, *, scale=SCALE_MPA):
 
     return SimpleNamespace(name=f"treloar_{law_name}", model=model, load_data=load_data, dims=dims, coords=coords,
                            description=variants.get(f"treloar_{law_name}", law.description), law=law,
-                           sbc=sbc if law_name in SBC_LAWS else None)
+                           sbc=sbc if law_name in SBC_LAWS else None,
+                           # Gent locks at I1 - 3 = Jm; Treloar's largest stretch (~7.6) needs Jm > ~55,
+                           # beyond every point of the runner's default uniform(-2, 2) start on log Jm
+                           init_strategy=init_to_median(num_samples=15) if law_name == "gent" else None)
 
 
 def variant(name):
