@@ -3,6 +3,8 @@ prior draws outside a model."""
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -27,7 +29,7 @@ def check_hyper(name: str, value, *, positive: bool = True):
     return value
 
 
-class FieldPrior:
+class FieldPrior(abc.ABC):
     """Base class: a prior over a field on ``grid``, used inside a NumPyro model with :meth:`sample`.
 
     Subclasses set ``self.grid`` and ``self.hyper`` (name -> number or distribution) and
@@ -100,8 +102,9 @@ class FieldPrior:
     def _sample_preconditioned(self, name, preconditioner):
         raise OptionError(f"{type(self).__name__} does not support a preconditioner")
 
-    def _sample_sites(self, name, whitened):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _sample_sites(self, name, whitened):
+        """Sample the prior's sites under ``name``; return the field."""
 
     def draw(self, rng_key, num: int = 1, *, whitened: bool = True) -> np.ndarray:
         """``num`` prior draws of the field (hyperparameters drawn too), shape ``(num, *grid.shape)``."""

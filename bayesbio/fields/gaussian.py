@@ -19,6 +19,8 @@ a margin of one correlation length removes most of that (Lindgren, Rue & Lindstr
 
 from __future__ import annotations
 
+import abc
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -70,9 +72,9 @@ class SpectralGaussianPrior(FieldPrior):
     def _check_boundary(boundary):
         return check_boundary(boundary)
 
-    def weights(self, **hyper):  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def weights(self, **hyper):
         """Spectral weights ``c`` (shape ``(n_modes,)``) for the given hyperparameter values."""
-        raise NotImplementedError
 
     @property
     def n_latent(self) -> int:
