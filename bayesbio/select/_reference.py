@@ -75,6 +75,15 @@ def reference_log_pdf(gaussian: bool, params: dict, x):
     return params["const"] - 0.5 * (nu + x.shape[0]) * jnp.log1p(r2 / nu)
 
 
+def mean_and_cholesky(u):
+    """Mean and Cholesky factor of the sample covariance of draws ``u`` (n, d), with a tiny jitter."""
+    d = u.shape[1]
+    mean = u.mean(axis=0)
+    cov = np.cov(u, rowvar=False).reshape(d, d)
+    cov = cov + 1e-10 * max(1.0, float(np.trace(cov)) / d) * np.eye(d)
+    return mean, np.linalg.cholesky(cov)
+
+
 def reference_from_draws(u, *, kind: str, scale: float, df: float) -> Reference:
     """Fit ``q`` to unconstrained draws ``u`` (n, d): their mean, ``scale^2`` x their covariance."""
     if kind not in ("gaussian", "t"):
@@ -89,8 +98,6 @@ def reference_from_draws(u, *, kind: str, scale: float, df: float) -> Reference:
     n, d = u.shape
     if n < 2 * d + 2:
         raise DataError(f"'reference_draws' needs at least {2 * d + 2} draws to fit a covariance in {d} dimensions; got {n}")
-    mean = u.mean(axis=0)
-    cov = np.cov(u, rowvar=False).reshape(d, d)
-    cov = cov + 1e-10 * max(1.0, float(np.trace(cov)) / d) * np.eye(d)
-    chol = np.linalg.cholesky(cov) * scale
+    mean, chol = mean_and_cholesky(u)
+    chol = chol * scale
     return Reference(mean=mean, chol=chol, df=float(df) if kind == "t" else math.inf)

@@ -29,6 +29,7 @@ from scipy.special import logsumexp
 from bayesbio.errors import DataError, OptionError, describe
 from bayesbio.infer._common import check_seed
 from bayesbio.select._logdensity import LogDensity, log_density, posterior_draws
+from bayesbio.select._reference import mean_and_cholesky
 from bayesbio.select.evidence import EvidenceEstimate
 
 __all__ = ["log_evidence_bridge"]
@@ -98,10 +99,7 @@ def log_evidence_bridge(model, idata, data=None, *, seed: int = 0, tol: float = 
     fit = u[:, :half].reshape(-1, ld.dim)
     post = u[:, half:]
     n1 = post.shape[0] * post.shape[1]
-    mean = fit.mean(axis=0)
-    cov = np.cov(fit, rowvar=False).reshape(ld.dim, ld.dim)
-    cov = cov + 1e-10 * max(1.0, float(np.trace(cov)) / ld.dim) * np.eye(ld.dim)
-    chol = np.linalg.cholesky(cov)
+    mean, chol = mean_and_cholesky(fit)
     rng = np.random.default_rng(seed)
     n2 = n1
     proposal = mean + rng.standard_normal((n2, ld.dim)) @ chol.T
