@@ -32,6 +32,7 @@ import numpy as np
 from bayesbio.errors import SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure, solve_with_status
 from bayesbio.population.batch import PopulationBatch, as_batch
+from bayesbio.population.linear import solve_patient_expm
 
 __all__ = ["solve_patient", "solve_population", "solve_population_with_status"]
 
@@ -76,7 +77,9 @@ def solve_patient(
         Fraction of each dose that reaches its compartment (bolus and infusion; default 1).
         May be a model parameter: gradients flow through it.
     solver, rtol, atol, max_steps, sensitivity
-        As for :func:`bayesbio.solve_with_status`, used on every segment.
+        As for :func:`bayesbio.solve_with_status`, used on every segment; or
+        ``solver="expm"``: the exact solution of a *linear*, autonomous ``rhs`` by the matrix
+        exponential (:mod:`bayesbio.population.linear`; tolerances and step budget unused).
 
     Returns
     -------
@@ -84,6 +87,8 @@ def solve_patient(
         ``ys`` (n_obs, n_states): the state at every observation record of ``events``;
         ``failed``: any segment failed.
     """
+    if isinstance(solver, str) and solver == "expm":
+        return solve_patient_expm(rhs, params, events, y0=y0, bioavailability=bioavailability)
     n_states = events.seg_bolus.shape[-1]
     dtype = jnp.result_type(float)
     y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
@@ -164,7 +169,8 @@ def solve_population_with_status(
     bioavailability : array (n_states,) or (P, n_states), optional
         Dose fraction reaching each compartment (default 1), shared or per patient.
     solver, rtol, atol, max_steps, sensitivity
-        As for :func:`bayesbio.solve_with_status`.
+        As for :func:`bayesbio.solve_with_status`, or ``solver="expm"`` for linear models (exact
+        matrix-exponential solution, see :func:`solve_patient`).
 
     Returns
     -------
