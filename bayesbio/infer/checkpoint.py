@@ -26,7 +26,7 @@ from bayesbio.errors import OptionError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: per-iteration solver-failure counts in the draws, warm-up failures per chain
 
 
 def _to_numpy(tree):

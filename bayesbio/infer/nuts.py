@@ -38,11 +38,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_uniform
 from numpyro.infer.hmc import hmc
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import ParamInfo, initialize_model
 
-from bayesbio.errors import OptionError, describe
+from bayesbio.errors import ModelError, OptionError, describe
 from bayesbio.infer._common import (
     FailureLog,
     check_positive_int,
@@ -51,14 +52,18 @@ from bayesbio.infer._common import (
     prepare,
     run_attrs,
     show_progress,
-    with_failure_context,
 )
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
+from bayesbio.ode import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "sample_nuts"]
 
 CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
+
+#: count solver failures inside the compiled chunks where the chain method allows it (False: always
+#: through the host callback; the tests compare the two)
+_IN_GRAPH_FAILURES = True
 
 
 def _tree_index(tree, i):
@@ -69,21 +74,50 @@ def _tree_concat(trees, axis):
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
 
 
-def _ignore_context(model):
-    def wrapped(*args, _bb_chain=-1, _bb_iteration=-1, **kwargs):
-        return model(*args, **kwargs)
+def _counting_model(model, log):
+    """``model(data)`` whose solves count their failures while the sampler chunk runs.
+
+    The chunk passes the chain, the iteration and ``_bb_failures``, a ``jax.Ref`` counter it
+    creates for each iteration: failed solves add to it inside the compiled program, so the
+    program has no host callback and JAX's persistent compilation cache can store it. Without a
+    counter (vectorised chains, whose ``vmap`` of NumPyro's tree building cannot carry state
+    effects) and for solves inside the model's own ``jax.vmap``, failures go to ``log`` through a
+    host callback instead (:func:`bayesbio.ode._report_failure`). Called without ``_bb_chain``
+    (initialisation, post-processing) or with ``log=None``, nothing is counted.
+    """
+
+    def wrapped(*args, _bb_chain=None, _bb_iteration=None, _bb_failures=None, **kwargs):
+        if _bb_chain is None or log is None:
+            return model(*args, **kwargs)
+        token = _failure_context.set(_FailureContext(_bb_chain, _bb_iteration, log.record, counter=_bb_failures))
+        try:
+            return model(*args, **kwargs)
+        finally:
+            _failure_context.reset(token)
 
     return wrapped
+
+
+def _one_chain(chunk):
+    """``chunk`` for a group of one chain without ``vmap`` (same leading axis of length 1):
+    unbatched, NumPyro's tree building keeps its ``lax.cond``s, so the in-graph failure counter
+    works (JAX does not support state effects in a ``vmap`` of ``cond``)."""
+
+    def run(state, chain, n_active, data):
+        out = chunk(_tree_index(state, 0), chain[0], n_active, data)
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    return run
 
 
 class _Sampler:
     """Compiled NUTS chunks for one model and data."""
 
-    def __init__(self, prepared, *, log, target_accept, dense_mass, max_tree_depth, warmup, init_strategy):
+    def __init__(self, prepared, *, log, target_accept, dense_mass, max_tree_depth, warmup, init_strategy,
+                 in_graph_failures=False):
         self.prepared = prepared
-        self.model = with_failure_context(prepared.spec.model, log) if log is not None else _ignore_context(
-            prepared.spec.model
-        )
+        self.model = _counting_model(prepared.spec.model, log)
+        self.in_graph_failures = bool(in_graph_failures and log is not None)
         self.warmup = warmup
         self.options = dict(
             target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth
@@ -91,34 +125,59 @@ class _Sampler:
         self.init_strategy = init_strategy
 
     def initial_states(self, keys):
-        """Find valid starting points (one per chain) and initialise the kernel."""
-        init_keys, kernel_keys = keys[:, 0], keys[:, 1]
-        params, potential_gen, postprocess_gen, _ = initialize_model(
-            init_keys,
-            self.model,
-            init_strategy=self.init_strategy,
-            dynamic_args=True,
-            model_args=(self.prepared.data,),
-            model_kwargs={},
-        )
-        self.postprocess_gen = postprocess_gen
-        init_kernel, self.sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
-        data = self.prepared.data
+        """Find valid starting points (one per chain) and initialise the kernel.
 
-        def init_one(param_info, key):
-            return init_kernel(
-                param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **self.options
+        NumPyro's ``initialize_model`` (model trace, search for finite initial points) and the
+        kernel initialisation run inside one jitted function with the data as an argument: one
+        program, which JAX's persistent compilation cache serves on a later start, instead of
+        the model's ops dispatched one by one and a search loop compiled separately.
+        """
+        found = {}
+
+        def init_all(keys, data):
+            (z, pe, grad), potential_gen, postprocess_gen, _ = initialize_model(
+                keys[:, 0],
+                self.model,
+                init_strategy=self.init_strategy,
+                dynamic_args=True,
+                model_args=(data,),
+                model_kwargs={},
             )
+            init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+            found.update(postprocess_gen=postprocess_gen, sample_kernel=sample_kernel)
 
-        return jax.jit(jax.vmap(init_one))(params, kernel_keys)
+            def init_one(param_info, key):
+                return init_kernel(
+                    param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **self.options
+                )
+
+            grad_flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grad)
+            valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(grad_flat), axis=-1)
+            return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid
+
+        states, valid = jax.jit(init_all)(keys, self.prepared.data)
+        self.postprocess_gen, self.sample_kernel = found["postprocess_gen"], found["sample_kernel"]
+        valid = np.asarray(valid)
+        if not valid.all():  # NumPyro's check, which it skips under jit
+            raise ModelError(
+                f"model '{self.prepared.spec.name}': no initial point with a finite log density and "
+                f"gradient found in 100 tries for chain(s) {np.flatnonzero(~valid).tolist()}; check "
+                "the priors, the data and the init_strategy"
+            )
+        return states
 
     def chunk_fn(self, chunk_size):
         sample_kernel = self.sample_kernel
+        in_graph = self.in_graph_failures
 
         def chunk(state, chain, n_active, data):
             def body(s, k):
+                counter = jax.new_ref(jnp.zeros((), jnp.int32)) if in_graph else None
+
                 def step(s):
                     kwargs = {"_bb_chain": chain, "_bb_iteration": s.i}
+                    if in_graph:
+                        kwargs["_bb_failures"] = counter
                     return sample_kernel(s, model_args=(data,), model_kwargs=kwargs)
 
                 s = jax.lax.cond(k < n_active, step, lambda s: s, s)
@@ -131,6 +190,8 @@ class _Sampler:
                     "diverging": s.diverging,
                     "step_size": s.adapt_state.step_size,
                 }
+                if in_graph:  # failed solves of this iteration
+                    out["failures"] = counter[...]
                 return s, out
 
             return jax.lax.scan(body, state, jnp.arange(chunk_size))
@@ -211,10 +272,13 @@ def sample_nuts(
         the same seed and settings on the same machine.
     count_solver_failures : bool
         Count failed ODE/PDE solves per chain and draw (``sample_stats.solver_failures``).
-        The count travels through a host callback that fires only on failure. JAX never stores
-        programs with host callbacks in its persistent compilation cache, so set this to False
-        for the fastest second start (the failures still reject their proposals; they are
-        just not counted).
+        With ``"sequential"`` and ``"parallel"`` chains (the defaults) the count is kept inside
+        the compiled sampler (a per-iteration ``jax.Ref`` counter), so the sampler program can
+        be stored in JAX's persistent compilation cache. With ``"vectorized"`` chains, or a
+        mesh, and for solves inside the model's own ``jax.vmap``, it travels through a host
+        callback instead, and JAX never caches programs with host callbacks: set this to
+        False there for the fastest second start (failures still reject their proposals; they
+        are just not counted).
     dims, coords : dict, optional
         Extra dims/coords for the InferenceData (added to the model's own).
     devices : int or sequence of jax.Device, optional
@@ -264,10 +328,14 @@ def sample_nuts(
     t_start = time.perf_counter()
     prepared = prepare(model, data, dims=dims, coords=coords)
     log = FailureLog() if count_solver_failures else None
+    # failures counted inside the compiled chunk (no host callback: the chunk can come from JAX's
+    # persistent cache) wherever a chunk runs one chain unbatched: "sequential" and pmap "parallel"
+    in_graph = _IN_GRAPH_FAILURES and (chain_method == "sequential" or (chain_method == "parallel" and active is None))
     sampler = _Sampler(
         prepared, log=log, target_accept=target_accept, dense_mass=dense_mass,
         max_tree_depth=max_tree_depth, warmup=warmup,
         init_strategy=init_strategy or prepared.spec.init_strategy or init_to_uniform(radius=2.0),
+        in_graph_failures=in_graph,
     )
     key = jax.random.PRNGKey(seed)
     key_chains, key_predictive = jax.random.split(key)
@@ -291,7 +359,7 @@ def sample_nuts(
         mapped = jax.pmap(chunk, in_axes=(0, 0, None, None))
     else:
         groups = [np.array([c]) for c in range(chains)]
-        mapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
+        mapped = _one_chain(chunk)
 
     compiled = {}
 
@@ -321,6 +389,7 @@ def sample_nuts(
     sampling_seconds = 0.0
     kept: list[Any] = []  # per group: dict of (group_chains, samples, ...)
     start_group, start_done, start_state, start_collected = 0, 0, None, []
+    warmup_counted = np.zeros(chains, dtype=np.int64)  # in-graph failures during warm-up, per chain
     identity = dict(
         model=prepared.spec.name, data_fingerprint=prepared.fingerprint, seed=seed,
         settings=dict(chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
@@ -336,6 +405,7 @@ def sample_nuts(
         warmup_seconds, sampling_seconds = saved["warmup_seconds"], saved["sampling_seconds"]
         if log is not None:
             log.counts.update(saved["failures"])
+        warmup_counted = np.asarray(saved["warmup_failures"], dtype=np.int64)
         if bar is not None:
             bar.update(start_group * total + start_done)
     since_checkpoint = 0
@@ -360,6 +430,8 @@ def sample_nuts(
             dt = time.perf_counter() - t0
             if done < warmup:
                 warmup_seconds += dt
+                if "failures" in out:
+                    warmup_counted[int(g[0]) : int(g[-1]) + 1] += np.asarray(out["failures"])[:, :n].sum(axis=1)
             else:
                 sampling_seconds += dt
                 collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
@@ -374,6 +446,7 @@ def sample_nuts(
                     identity, group=gi, done=done, state=state, collected=collected, kept=kept,
                     warmup_seconds=warmup_seconds, sampling_seconds=sampling_seconds,
                     failures=dict(log.counts) if log is not None else {},
+                    warmup_failures=warmup_counted.copy(),
                 ))
                 since_checkpoint = 0
         kept.append(_tree_concat(collected, axis=1))
@@ -385,6 +458,9 @@ def sample_nuts(
     counted = log if log is not None else FailureLog()  # an empty tally when not counting
     failures = counted.per_draw(chains, warmup, samples)
     warmup_failures = counted.per_draw(chains, 0, warmup).sum(axis=1) if warmup else np.zeros(chains, int)
+    if "failures" in draws:  # counted in the compiled chunks (plus any host-counted ones above)
+        failures = failures + np.asarray(draws["failures"], dtype=np.int64)
+        warmup_failures = warmup_failures + warmup_counted
     num_steps = np.asarray(draws["num_steps"])
     tree_depth = np.ceil(np.log2(num_steps + 1)).astype(np.int64)
     sample_stats = {
