@@ -14,6 +14,8 @@ Building blocks, each a small module:
 * :mod:`~bayesbio.population.batched` — every patient solved in one ``vmap``-ed call,
   restarting exactly at each dose: :func:`solve_population` (in a model, failure-safe),
   :func:`solve_population_with_status`, :func:`solve_patient` (pure, one patient);
+  ``solver="expm"`` solves a *linear* model exactly by the matrix exponential
+  (:mod:`~bayesbio.population.linear`, with :func:`check_linear` to verify an ``rhs``);
 * :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables;
 * :mod:`~bayesbio.population.simulate` — predictions and simulations from a fit: individual
   (IPRED), typical (PRED) and new patients (:func:`simulate`), new regimens
@@ -41,6 +43,7 @@ A population PK model script then reads::
 
 from bayesbio.population.batch import PopulationBatch, as_batch, make_batch
 from bayesbio.population.batched import solve_patient, solve_population, solve_population_with_status
+from bayesbio.population.linear import check_linear
 from bayesbio.population.covariates import allometric, categorical, exponential, power
 from bayesbio.population.dosing import Dose, Patient, bolus, infusion, patient, repeat, reset
 from bayesbio.population.effects import individual_parameters, lognormal_parameters, random_effects
@@ -88,6 +91,7 @@ __all__ = [
     "as_batch",
     "bolus",
     "categorical",
+    "check_linear",
     "exponential",
     "individual_parameters",
     "infusion",

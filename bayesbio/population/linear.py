@@ -12,9 +12,9 @@ whose solution over a segment that starts at ``s`` from ``y(s)`` is exact::
 
 (the augmented matrix carries the constant input, so ``K`` need not be invertible). This is
 what pharmacometric software uses for linear models (closed forms or matrix exponentials)
-instead of a numerical ODE solver: no step-size control, no tolerance, no failure mode
-besides non-finite parameters, and every observation is computed independently — a few
-small dense matrix products per record, batched over records and patients.
+instead of a numerical ODE solver: no step-size control, no tolerance and no step budget,
+and every observation is computed independently — a few small dense matrix products per
+record, batched over records and patients.
 
 ``K`` and ``c`` are read off the user's ``rhs`` itself (``K = ∂rhs/∂y`` by forward-mode
 autodiff at ``y = 0``, ``c = rhs(0, 0, p)``), so a model written for the ODE solvers is
