@@ -24,7 +24,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_median, init_to_uniform
 from numpyro.infer.util import initialize_model
@@ -49,6 +48,8 @@ class LaplaceError(BayesbioError, RuntimeError):
 
 def minimize_lbfgs(fun, x0, *, max_iter: int = 1000, tol: float = 1e-8):
     """Minimise a smooth scalar function with optax's L-BFGS (zoom line search)."""
+    import optax  # on first use: not needed by the NUTS path (start-up time)
+
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(fun)
 

@@ -124,7 +124,7 @@ class _Sampler:
         )
         self.init_strategy = init_strategy
 
-    def initial_states(self, keys):
+    def initial_states(self, key, chains):
         """Find valid starting points (one per chain) and initialise the kernel.
 
         NumPyro's ``initialize_model`` (model trace, search for finite initial points) and the
@@ -134,7 +134,10 @@ class _Sampler:
         """
         found = {}
 
-        def init_all(keys, data):
+        def init_all(key, data):
+            # the random keys: a split of the run's key for the chains, the rest for predictions
+            key_chains, key_predictive = jax.random.split(key)
+            keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
             (z, pe, grad), potential_gen, postprocess_gen, _ = initialize_model(
                 keys[:, 0],
                 self.model,
@@ -153,9 +156,9 @@ class _Sampler:
 
             grad_flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grad)
             valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(grad_flat), axis=-1)
-            return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid
+            return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid, key_predictive
 
-        states, valid = jax.jit(init_all)(keys, self.prepared.data)
+        states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data)
         self.postprocess_gen, self.sample_kernel = found["postprocess_gen"], found["sample_kernel"]
         valid = np.asarray(valid)
         if not valid.all():  # NumPyro's check, which it skips under jit
@@ -164,7 +167,7 @@ class _Sampler:
                 f"gradient found in 100 tries for chain(s) {np.flatnonzero(~valid).tolist()}; check "
                 "the priors, the data and the init_strategy"
             )
-        return states
+        return states, key_predictive
 
     def chunk_fn(self, chunk_size):
         sample_kernel = self.sample_kernel
@@ -338,12 +341,12 @@ def sample_nuts(
         in_graph_failures=in_graph,
     )
     key = jax.random.PRNGKey(seed)
-    key_chains, key_predictive = jax.random.split(key)
-    chain_keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
-    states = sampler.initial_states(chain_keys)
+    # on the host: slicing chain groups then runs no device programs, and every chunk call sees
+    # the same kind of input (pmap compiles again for its own sharded outputs as inputs)
+    states, key_predictive = jax.device_get(sampler.initial_states(key, chains))
     chunk = sampler.chunk_fn(chunk_size)
     data = prepared.data
-    chain_ids = jnp.arange(chains, dtype=jnp.int32)
+    chain_ids = np.arange(chains, dtype=np.int32)
 
     if chain_method == "vectorized":
         groups = [np.arange(chains)]
@@ -368,9 +371,9 @@ def sample_nuts(
             example = _tree_index(states, slice(0, size))
             if chain_method == "parallel":
                 compiled[size] = mapped  # pmap (or ChainRows) compiles on first call
-                jax.block_until_ready(mapped(example, chain_ids[:size], jnp.int32(0), data))
+                jax.block_until_ready(mapped(example, chain_ids[:size], np.int32(0), data))
             else:
-                compiled[size] = jax.jit(mapped).lower(example, chain_ids[:size], jnp.int32(0), data).compile()
+                compiled[size] = jax.jit(mapped).lower(example, chain_ids[:size], np.int32(0), data).compile()
         return compiled[size]
 
     for g in groups:
@@ -418,15 +421,18 @@ def sample_nuts(
         collected = []
         done = 0
         if gi == start_group and start_state is not None:
-            state = jax.tree_util.tree_map(jnp.asarray, start_state)
+            state = start_state
             collected, done = start_collected, start_done
         while done < total:
             # chunks never straddle the warm-up/sampling boundary, so timings are exact
             boundary = warmup if done < warmup else total
             n = min(chunk_size, boundary - done)
             t0 = time.perf_counter()
-            state, out = fn(state, ids, jnp.int32(n), data)
-            out = jax.device_get(out)
+            state, out = fn(state, ids, np.int32(n), data)
+            if chain_method == "parallel":  # host arrays in, as at compilation: no second compile
+                state, out = jax.device_get((state, out))
+            else:
+                out = jax.device_get(out)
             dt = time.perf_counter() - t0
             if done < warmup:
                 warmup_seconds += dt

@@ -8,7 +8,6 @@ import warnings
 import jax
 import numpy as np
 import numpyro.distributions as dist
-import optax
 from numpyro.distributions.transforms import AffineTransform
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_value
 from numpyro.infer.autoguide import (
@@ -136,6 +135,8 @@ def fit_svi(
     start = {k: v for k, v in postprocess(unravel(x_map)).items() if k in prepared.latent}
     auto = GUIDES[guide](counted, init_loc_fn=init_to_value(values=start))
     # a failed ODE solve gives an infinite loss: skip that step instead of poisoning the state
+    import optax  # on first use: not needed by the NUTS path (start-up time)
+
     optimizer = optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=1000)
     svi = SVI(counted, auto, optimizer, Trace_ELBO(num_particles=num_particles))
     t_compiled = time.perf_counter()
