@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument("--report", metavar="PATH.html", help="also write the HTML diagnostics report")
     fit.add_argument("--no-failure-count", action="store_true",
-                     help="do not count failed solves per draw (makes the compiled sampler cacheable)")
+                     help="do not count failed solves per draw (with vectorized chains or --devices the "
+                     "count needs a host callback, which keeps the sampler out of the compilation cache)")
     fit.add_argument("--checkpoint-every", type=_positive_int("checkpoint-every"), metavar="N",
                      help="save the sampler state to OUT.ckpt every N iterations (NUTS)")
     fit.add_argument("--resume", action="store_true",
