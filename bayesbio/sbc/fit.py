@@ -13,7 +13,9 @@ unconstrained scale (redrawn until the log density and its gradient are finite).
 uniform point is found (a prior whose support within that box puts the data outside the model's
 domain, e.g. a Gent locking stretch ``Jm`` below the data's ``I1 - 3``), the chain starts from
 a prior draw instead (``init_to_sample``): its truth is a prior draw too, so this start is as
-legitimate, and only fits that need it use it. Then NUTS adapts step size and mass matrix during
+legitimate, and only fits that need it use it. With the setting ``init="truth"`` every chain
+starts at its replication's true parameters instead (see :class:`~bayesbio.sbc.SBCSettings`
+for what that does and does not check). Then NUTS adapts step size and mass matrix during
 warm-up and keeps every ``thin``-th draw.
 """
 
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.infer import init_to_sample
+from numpyro.infer import init_to_sample, init_to_value
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, find_valid_initial_params, initialize_model
 
@@ -117,10 +119,13 @@ class BatchFitter:
         _, _, flat, pe, grad = jax.lax.while_loop(cond, body, init)
         return ParamInfo(unravel(flat), pe, unravel(grad)), finite(pe, grad)
 
-    def _one_chain(self, key, data, obs):
+    def _one_chain(self, key, data, obs, truth=None):
         s = self.settings
         key_init, key_kernel = jax.random.split(key)
-        param_info, ok = self._initial_point(key_init, data, obs)
+        if truth is None:
+            param_info, ok = self._initial_point(key_init, data, obs)
+        else:  # settings.init == "truth": start at the replication's true parameters
+            param_info, ok = self._strategy_point(key_init, data, obs, init_to_value(values=truth))
         state = self._init_kernel(
             param_info, s.warmup, model_args=(data, obs), rng_key=key_kernel,
             target_accept_prob=s.target_accept, dense_mass=s.dense_mass, max_tree_depth=s.max_tree_depth,
@@ -145,29 +150,31 @@ class BatchFitter:
         draws = {k: constrained[k] for k in self.params}
         return draws, div.sum(), steps.sum() / (s.draws * s.thin), ok
 
-    def _one_fit(self, key, data, obs):
+    def _one_fit(self, key, data, obs, truth=None):
         keys = jax.random.split(key, self.settings.chains)
-        draws, div, steps, ok = jax.vmap(lambda k: self._one_chain(k, data, obs))(keys)
+        draws, div, steps, ok = jax.vmap(lambda k: self._one_chain(k, data, obs, truth))(keys)
         draws = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}  # pool the chains
         return draws, div.sum(), steps.mean(), jnp.all(ok)
 
     # ------------------------------------------------------------------ many fits
 
-    def fit(self, keys, observations: dict[str, np.ndarray], *, on_batch: Callable[[int], None] | None = None
-            ) -> FitResult:
-        """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time."""
+    def fit(self, keys, observations: dict[str, np.ndarray], *, truths: dict[str, np.ndarray] | None = None,
+            on_batch: Callable[[int], None] | None = None) -> FitResult:
+        """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time;
+        with ``truths`` (every latent site, (reps, ...)), each fit's chains start there."""
         reps = int(np.shape(keys)[0])
         batch = min(self.settings.batch, reps)
-        if self._compiled is None or self._compiled[0] != batch:
-            fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0)))
-            self._compiled = (batch, fn)
+        if self._compiled is None or self._compiled[0] != (batch, truths is not None):
+            fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truths is not None else None)))
+            self._compiled = ((batch, truths is not None), fn)
         fn = self._compiled[1]
         parts = []
         for start in range(0, reps, batch):
             idx = np.arange(start, start + batch)
             idx = np.minimum(idx, reps - 1)  # pad the last batch by repeating its last replication
             obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
-            out = jax.device_get(fn(jnp.asarray(keys)[idx], self.prepared.data, obs))
+            truth = None if truths is None else {k: jnp.asarray(v[idx]) for k, v in truths.items()}
+            out = jax.device_get(fn(jnp.asarray(keys)[idx], self.prepared.data, obs, truth))
             n_real = min(batch, reps - start)
             parts.append(jax.tree_util.tree_map(lambda x, n=n_real: np.asarray(x)[:n], out))
             if on_batch is not None:

@@ -136,7 +136,9 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
             f"expected some of {prepared.latent}"
         )
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(seed))
-    sim = simulate(prepared, key_prior, s.reps, params=params, max_attempts=s.max_prior_attempts)
+    # a start at the truth needs every latent site's true value, not only the tested ones
+    simulated = list(prepared.latent) if s.init == "truth" else params
+    sim = simulate(prepared, key_prior, s.reps, params=simulated, max_attempts=s.max_prior_attempts)
     t_sim = time.perf_counter()
 
     fitter = BatchFitter(prepared, list(sim.observations), params, s,
@@ -147,6 +149,7 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
 
         bar = tqdm(total=s.reps, desc=f"SBC {prepared.spec.name}", unit="fit")
     fits = fitter.fit(jax.random.split(key_fit, s.reps), sim.observations,
+                      truths=sim.params if s.init == "truth" else None,
                       on_batch=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
