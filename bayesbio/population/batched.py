@@ -231,8 +231,41 @@ def solve_population_with_status(
         )
         return sol.ys, sol.failed
 
-    ys, failed = jax.vmap(one, in_axes=(0, 0, y0_axis, bio_axis))(params, batch, y0, bioavailability)
+    ys, failed = _chunked_vmap(one, (y0_axis, bio_axis), params, batch, y0, bioavailability, n_patients)
     return ODESolution(ys=ys, failed=failed)
+
+
+#: Patients solved together in one lockstep (vmapped) loop. Larger populations are solved as a
+#: sequence of such chunks (``lax.map``): the lockstep loop's working set (every patient's
+#: coupled state, stages and outputs) then stays in the CPU's cache, and each chunk stops at
+#: its own slowest patient rather than the population's.
+PATIENT_CHUNK = 64
+
+
+def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients):
+    y0_axis, bio_axis = axes
+    vm = jax.vmap(one, in_axes=(0, 0, y0_axis, bio_axis))
+    if n_patients <= PATIENT_CHUNK:
+        return vm(params, batch, y0, bio)
+    n_chunks = -(-n_patients // PATIENT_CHUNK)
+    pad = n_chunks * PATIENT_CHUNK - n_patients
+
+    def split(x):  # (P, ...) -> (n_chunks, CHUNK, ...), padding with copies of the last patient
+        x = jnp.asarray(x)
+        if pad:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+        return x.reshape((n_chunks, PATIENT_CHUNK) + x.shape[1:])
+
+    per_patient = (params, batch, y0 if y0_axis == 0 else None, bio if bio_axis == 0 else None)
+    chunks = jax.tree_util.tree_map(split, per_patient)
+
+    def run(c):
+        p, ev, y0_c, bio_c = c
+        return vm(p, ev, y0 if y0_axis is None else y0_c, bio if bio_axis is None else bio_c)
+
+    ys, failed = jax.lax.map(run, chunks)
+    ys = ys.reshape((-1,) + ys.shape[2:])[:n_patients]
+    return ys, failed.reshape(-1)[:n_patients]
 
 
 def solve_population(
