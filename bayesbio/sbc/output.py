@@ -85,6 +85,9 @@ def summary_markdown(result: "SBCResult", *, command: str | None = None) -> str:
         f"Wall time {result.timings.get('total_seconds', 0):.0f} s.",
         "",
     ]
+    if s.init == "truth":
+        lines += ["Chains started at each replication's true parameters (`init: truth`, an exact posterior "
+                  "draw): this checks calibration at stationarity, not warm-up from a distant start.", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
     lines += ["| parameter | chi-square | p | Holm p | ECDF in 95% band |", "|---|---:|---:|---:|:---:|"]
