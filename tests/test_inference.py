@@ -253,3 +253,18 @@ def test_nuts_lotka_volterra_same_seed_is_bit_identical():
     b = bb.sample_nuts("lotka_volterra", chains=2, warmup=30, samples=30, seed=4)
     for var in ("theta", "z_init", "sigma"):
         np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
+
+
+def bounded_model(data):
+    # a Uniform with array bounds: its transform holds arrays, which must not leak from the
+    # jitted initialisation into the postprocessing of the draws (regression test)
+    # (no deterministic site: NumPyro then postprocesses with the stored transforms, not a replay)
+    theta = numpyro.sample("theta", dist.Uniform(jnp.zeros(2), jnp.array([1.0, 2.0])).to_event(1))
+    bb.observe("y", bb.NormalNoise(jnp.broadcast_to(theta, (3, 2)), 0.5), obs=data["y"])
+
+
+def test_nuts_postprocesses_models_with_array_bounded_transforms():
+    data = {"y": np.array([[0.2, 1.5], [0.4, 1.2], [0.3, 1.8]])}
+    idata = bb.sample_nuts(bounded_model, data, chains=1, warmup=20, samples=10, seed=0, progress=False)
+    theta = idata.posterior["theta"].values
+    assert theta.shape == (1, 10, 2) and np.all((theta > 0) & (theta < np.array([1.0, 2.0])))

@@ -33,6 +33,7 @@ is longer than 1, else ``"sequential"``.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import jax
@@ -41,7 +42,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_uniform
 from numpyro.infer.hmc import hmc
-from numpyro.infer.util import ParamInfo, initialize_model
+from numpyro.infer.util import ParamInfo, constrain_fn, initialize_model
 
 from bayesbio.errors import ModelError, OptionError, describe
 from bayesbio.infer._common import (
@@ -138,7 +139,7 @@ class _Sampler:
             # the random keys: a split of the run's key for the chains, the rest for predictions
             key_chains, key_predictive = jax.random.split(key)
             keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
-            (z, pe, grad), potential_gen, postprocess_gen, _ = initialize_model(
+            (z, pe, grad), potential_gen, _, _ = initialize_model(
                 keys[:, 0],
                 self.model,
                 init_strategy=self.init_strategy,
@@ -147,7 +148,7 @@ class _Sampler:
                 model_kwargs={},
             )
             init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
-            found.update(postprocess_gen=postprocess_gen, sample_kernel=sample_kernel)
+            found.update(sample_kernel=sample_kernel)
 
             def init_one(param_info, key):
                 return init_kernel(
@@ -159,7 +160,11 @@ class _Sampler:
             return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid, key_predictive
 
         states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data)
-        self.postprocess_gen, self.sample_kernel = found["postprocess_gen"], found["sample_kernel"]
+        # the postprocessing generator made inside the trace may hold that trace's transforms
+        # (e.g. a Uniform with array bounds): replay the model instead, outside any trace
+        model = self.model
+        self.postprocess_gen = lambda *args: partial(constrain_fn, model, args, {}, return_deterministic=True)
+        self.sample_kernel = found["sample_kernel"]
         valid = np.asarray(valid)
         if not valid.all():  # NumPyro's check, which it skips under jit
             raise ModelError(
