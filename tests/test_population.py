@@ -170,10 +170,17 @@ def test_expm_solver_rejects_nonlinear_rhs_via_check_linear():
 
     p = {"ka": 1.0, "cl": 2.0, "v": 10.0}
     check_linear(one_compartment, p, 2)  # linear: no error
-    with pytest.raises(ModelError, match="linear in y"):
+    with pytest.raises(ModelError, match="not linear in y"):
         check_linear(lambda t, y, p: -p["ka"] * y**2, p, 2)
-    with pytest.raises(ModelError, match="must not depend on t"):
+    with pytest.raises(ModelError, match="depends on t"):
         check_linear(lambda t, y, p: -p["ka"] * y + t, p, 2)
+    # inside a solve (traced parameters) a non-linear rhs is a failed solve, never its linearisation
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0, 2.0], obs_compartment=1)], n_states=2)
+    mm = lambda t, y, p: jnp.stack([-p["vmax"][0] * y[0] / (1.0 + y[0]), y[0] * 0.1 - 0.2 * y[1]])  # noqa: E731
+    failed = jax.jit(lambda v: solve_population_with_status(mm, {"vmax": v}, batch, solver="expm").failed)
+    assert bool(failed(jnp.array([[2.0]]))[0])
+    failed = jax.jit(lambda p: solve_population_with_status(one_compartment, p, batch, solver="expm").failed)
+    assert not bool(failed({"ka": jnp.array([1.0]), "cl": jnp.array([2.0]), "v": jnp.array([10.0])})[0])
 
 
 def test_batched_solve_pads_unequal_patients_and_matches_single_solves():
@@ -213,12 +220,16 @@ def test_large_populations_are_solved_in_chunks_with_the_same_result(monkeypatch
     theta = {"ka": jnp.asarray(rng.uniform(0.5, 3, 7)), "cl": jnp.asarray(rng.uniform(1, 4, 7)),
              "v": jnp.asarray(rng.uniform(20, 40, 7))}
 
+    # per-patient initial states and bioavailabilities: the chunked (padded, sliced) branch
+    y0 = jnp.asarray(np.stack([np.zeros(7), rng.uniform(0, 5, 7)], axis=1))
+    bio = jnp.asarray(np.stack([rng.uniform(0.5, 1.0, 7), np.ones(7)], axis=1))
+
     def loss(p):
-        sol = solve_population_with_status(one_compartment, p, batch, bioavailability=jnp.array([0.9, 1.0]))
+        sol = solve_population_with_status(one_compartment, p, batch, y0=y0, bioavailability=bio)
         return jnp.sum(jnp.log(sol.ys[..., 1])), (sol.ys, sol.failed)
 
     (_, (ys_one, _)), g_one = jax.value_and_grad(loss, has_aux=True)(theta)
-    monkeypatch.setattr(batched, "PATIENT_CHUNK", 3)  # 7 patients: chunks of 3, 3, 1 + 2 padding
+    monkeypatch.setattr(batched, "PATIENT_CHUNK", 3)  # 7 patients: 3 equal chunks of 3, 2 padding
     (_, (ys_chunk, failed_chunk)), g_chunk = jax.value_and_grad(loss, has_aux=True)(theta)
     assert ys_chunk.shape == (7, 4, 2) and failed_chunk.shape == (7,) and not bool(jnp.any(failed_chunk))
     # each patient's own loop does the same arithmetic in any chunk, up to how XLA vectorises it

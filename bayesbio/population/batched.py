@@ -235,26 +235,29 @@ def solve_population_with_status(
     return ODESolution(ys=ys, failed=failed)
 
 
-#: Patients solved together in one lockstep (vmapped) loop. Larger populations are solved as a
-#: sequence of such chunks (``lax.map``): the lockstep loop's working set (every patient's
-#: coupled state, stages and outputs) then stays in the CPU's cache, and each chunk stops at
-#: its own slowest patient rather than the population's.
+#: At most this many patients are solved together in one lockstep (vmapped) loop on a CPU.
+#: Larger populations are solved as a sequence of equal chunks (``lax.map``): the lockstep
+#: loop's working set (every patient's coupled state, stages and outputs) then stays in the
+#: CPU's cache, and each chunk stops at its own slowest patient rather than the population's.
+#: On accelerators, where the whole population in one loop is what keeps the device busy,
+#: there is no chunking.
 PATIENT_CHUNK = 64
 
 
 def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients):
     y0_axis, bio_axis = axes
     vm = jax.vmap(one, in_axes=(0, 0, y0_axis, bio_axis))
-    if n_patients <= PATIENT_CHUNK:
+    if n_patients <= PATIENT_CHUNK or jax.default_backend() != "cpu":
         return vm(params, batch, y0, bio)
     n_chunks = -(-n_patients // PATIENT_CHUNK)
-    pad = n_chunks * PATIENT_CHUNK - n_patients
+    chunk = -(-n_patients // n_chunks)  # equal chunks: padding stays below the number of chunks
+    pad = n_chunks * chunk - n_patients
 
     def split(x):  # (P, ...) -> (n_chunks, CHUNK, ...), padding with copies of the last patient
         x = jnp.asarray(x)
         if pad:
             x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
-        return x.reshape((n_chunks, PATIENT_CHUNK) + x.shape[1:])
+        return x.reshape((n_chunks, chunk) + x.shape[1:])
 
     per_patient = (params, batch, y0 if y0_axis == 0 else None, bio if bio_axis == 0 else None)
     chunks = jax.tree_util.tree_map(split, per_patient)

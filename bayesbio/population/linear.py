@@ -20,12 +20,17 @@ record, batched over records and patients.
 autodiff at ``y = 0``, ``c = rhs(0, 0, p)``), so a model written for the ODE solvers is
 solved exactly by passing ``solver="expm"`` to :func:`~bayesbio.population.solve_population`.
 The ``rhs`` must then be linear in ``y`` and must not depend on ``t``; :func:`check_linear`
-verifies this on concrete values (used by the tests and available to model authors).
+verifies this on concrete values with a clear error (call it once on a model's typical
+parameters); inside a model the in-graph check below turns a violation into failed solves.
 
 The exponential is JAX's Padé scaling-and-squaring ``expm`` (~1e-15 relative accuracy in
-double precision), differentiated by reverse-mode autodiff. A record whose ``||K (t - s)||_1``
-would need more than its 16 squarings (beyond ~3.5e5) comes back non-finite and is reported as
-a failed solve. The input column of the augmented matrix is rescaled to the size of ``K``
+double precision), differentiated by reverse-mode autodiff. A record whose ``||M (t - s)||_1``
+would need more than its 16 squarings (beyond about 7e5, e.g. an absorption rate of 500 /h
+over a 700 h segment) comes back non-finite and is reported as a failed solve, i.e. a rejected
+proposal, where an ODE solver would have no difficulty. Each segment also checks the ``rhs``
+against its linear form at the segment's end state and time, and reports a failed solve when
+they differ beyond rounding, so a non-linear or time-dependent ``rhs`` is never solved silently
+as its linearisation. The input column of the augmented matrix is rescaled to the size of ``K``
 first, so a large infusion rate does not cost extra squarings. Cost: roughly that of the
 ``rk45`` path with sensitivities for a one-compartment model (``benchmarks/population.py``);
 the gain is exactness and no step budget, not speed.
@@ -60,27 +65,55 @@ def linear_system(rhs: Callable, params: Any, n_states: int, dtype=None):
     return K, c
 
 
-def check_linear(rhs: Callable, params: Any, n_states: int, *, seed: int = 0, rtol: float = 1e-9) -> None:
+def _default_rtol(dtype) -> float:
+    # rounding of a few floating-point operations per term, with room: 1000 ulps
+    return 1e3 * float(jnp.finfo(dtype).eps)
+
+
+def check_linear(rhs: Callable, params: Any, n_states: int, *, seed: int = 0, rtol: float | None = None) -> None:
     """Raise :class:`~bayesbio.errors.ModelError` unless ``rhs`` is linear in ``y`` and does not
     depend on ``t`` at ``params`` (checked at random states and times; concrete values only).
 
-    ``rtol``: relative tolerance of the comparison ``rhs(t, y) == K y + c``; 1e-9 leaves room for
-    the rounding of a few floating-point operations per term in double precision.
+    ``rtol``: relative tolerance of the comparison ``rhs(t, y) == K y + c`` (default 1000 ulps
+    of JAX's default float type: the rounding of a few operations per term).
     """
-    K, c = (np.asarray(a) for a in linear_system(rhs, params, n_states))
+    dtype = jnp.result_type(float)
+    rtol = _default_rtol(dtype) if rtol is None else rtol
+    K, c = (np.asarray(a, np.float64) for a in linear_system(rhs, params, n_states, dtype))
     rng = np.random.default_rng(seed)
+
+    def at(t, y):
+        return np.asarray(rhs(jnp.asarray(t, dtype), jnp.asarray(y, dtype), params), np.float64)
+
+    zero = np.zeros(n_states)
+    for t in rng.uniform(1.0, 100.0, 3):
+        got = at(t, zero)
+        if not np.all(np.abs(got - c) <= rtol * (np.abs(c) + 1e-300)):
+            raise ModelError(
+                f"solver='expm': 'rhs' depends on t (at y = 0 it is {got} at t={t:.3g} but {c} at t=0); "
+                "the matrix exponential needs dy/dt = K y + c with constant K and c. Use an ODE solver "
+                "(e.g. solver='rk45') instead"
+            )
     for _ in range(3):
         y = rng.normal(size=n_states) * 10.0
-        t = float(rng.uniform(0.0, 100.0))
-        got = np.asarray(rhs(jnp.asarray(t), jnp.asarray(y), params))
-        want = K @ y + c
+        got, want = at(0.0, y), K @ y + c
         scale = np.abs(K) @ np.abs(y) + np.abs(c) + 1e-300
         if not np.all(np.abs(got - want) <= rtol * scale):
             raise ModelError(
-                "solver='expm': 'rhs' must be linear in y and must not depend on t (dy/dt = K y + c); "
-                f"at t={t:.3g} rhs differs from its linearisation by up to "
-                f"{float(np.max(np.abs(got - want))):.3g}. Use an ODE solver (e.g. solver='rk45') instead"
+                "solver='expm': 'rhs' is not linear in y (dy/dt = K y + c): at a random state it differs "
+                f"from its linearisation at y = 0 by up to {float(np.max(np.abs(got - want))):.3g}. Use an "
+                "ODE solver (e.g. solver='rk45') instead"
             )
+
+
+def _linearity_violated(rhs, params, K, c, t, y):
+    """In-graph check at one (t, y): does ``rhs`` differ from ``K y + c`` beyond rounding?
+    (A non-linear or time-dependent ``rhs`` would otherwise be solved silently as its
+    linearisation at y = 0, t = 0.)"""
+    got = jnp.asarray(rhs(t, y, params), y.dtype)
+    want = K @ y + c
+    scale = jnp.abs(K) @ jnp.abs(y) + jnp.abs(c) + jnp.finfo(y.dtype).tiny
+    return jnp.any(jnp.abs(got - want) > _default_rtol(y.dtype) * scale)
 
 
 def solve_patient_expm(rhs: Callable, params: Any, events, *, y0=None, bioavailability=None) -> ODESolution:
@@ -108,7 +141,9 @@ def solve_patient_expm(rhs: Callable, params: Any, events, *, y0=None, bioavaila
         M = jnp.concatenate([top, bottom], axis=0)
         E = expm((ts - start)[:, None, None] * M[None])  # (T, S+1, S+1)
         ys = _mm(E[:, :n_states, :n_states], y[None, :, None])[..., 0] + alpha * E[:, :n_states, n_states]
-        return ys[-1], (ys[:-1], ~jnp.all(jnp.isfinite(E)))
+        y_end = jax.lax.stop_gradient(ys[-1])
+        nonlinear = _linearity_violated(rhs, params, K, c, jax.lax.stop_gradient(end), y_end)
+        return ys[-1], (ys[:-1], ~jnp.all(jnp.isfinite(E)) | nonlinear)
 
     xs = (
         jnp.asarray(events.seg_start, dtype), jnp.asarray(events.seg_end, dtype),
