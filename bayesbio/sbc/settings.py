@@ -60,10 +60,13 @@ class SBCSettings:
         scale), so SBC also checks that warm-up finds the posterior from an ordinary start.
         ``"truth"``: at the replication's true parameters. In SBC the truth is an exact draw
         from the posterior of its own simulated data, so such a chain starts in its stationary
-        distribution and the ranks stay uniform for a correct sampler and model; the check
-        then covers the likelihood, the prior and the sampler's invariance, but no longer
-        whether warm-up finds the posterior from elsewhere (a multimodal or slowly mixing
-        posterior can pass this way and fail with ``"model"``). Results record which was used.
+        distribution. The ranks are then uniform for a correct model and sampler only
+        approximately: the kept draws are correlated with the starting truth, which is
+        negligible when warm-up is long against the chain's autocorrelation time (strong
+        autocorrelation would show as U-shaped ranks). The check covers the likelihood, the
+        prior and the sampler's invariance, but no longer whether warm-up finds the posterior
+        from elsewhere: a multimodal or slowly mixing posterior can pass this way and fail with
+        ``"model"``, and such a failure is a real limit for users. Results record which was used.
     """
 
     reps: int = 100
