@@ -34,11 +34,14 @@ SCALE_MPA = 0.5  # stress scale of the priors: rubber's shear modulus is a few t
 sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
 #: Laws whose SBC has been run; the others have no settings yet, so the slow SBC test skips
 #: them (costs and reasons in benchmarks/results/sbc/README.md).
-SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh3", "gent", "ogden1")
+SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh3", "gent", "ogden1", "ogden2")
 #: Laws whose SBC chains start at the replication's truth (SBCSettings.init): Ogden-1's posterior
 #: has a second mode with the exponent's sign flipped, and single chains from the ordinary start
 #: stay trapped in it (the ordinary-start run fails: benchmarks/results/sbc/treloar_ogden1_init_model).
-SBC_INIT_TRUTH = ("ogden1",)
+#: Ogden-2 starts at the truth too: its exponents are expected to share that sign ambiguity (not
+#: verified: its ordinary-start SBC was not run). Its SBC still fails narrowly (noise_abs, Holm p
+#: 0.0075, with divergences in 45 of 200 fits): see benchmarks/results/sbc/README.md.
+SBC_INIT_TRUTH = ("ogden1", "ogden2")
 
 variants = {f"treloar_{law}": f"Treloar (1944) rubber, UT+ET+PS jointly: {bbc.law(law).description}" for law in LAWS}
 
