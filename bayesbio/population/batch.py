@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bayesbio.errors import DataError, describe
 from bayesbio.population.dosing import Patient
 
-__all__ = ["PopulationBatch", "as_batch", "make_batch"]
+__all__ = ["PopulationBatch", "as_batch", "make_batch", "scan_segments"]
 
 
 @jax.tree_util.register_dataclass
@@ -233,3 +234,37 @@ def make_batch(patients: Sequence[Patient], *, n_states: int) -> PopulationBatch
             out["dose_time"][i, j], out["dose_amount"][i, j] = d.time, d.amount
             out["dose_rate"][i, j], out["dose_cmt"][i, j], out["dose_valid"][i, j] = d.rate, d.compartment, True
     return PopulationBatch(**out)
+
+
+def scan_segments(propagate, y0, f_bio, events, dtype):
+    """Walk one patient's segments (one row of a batch) and read every record off its own segment.
+
+    Each segment starts from the previous segment's end state, reset to ``y0`` where
+    ``seg_reset`` is set, plus its bolus doses (times ``f_bio``); ``propagate(y_start, ts,
+    start, end, rate) -> (ys (T, S), failed)`` solves it at ``ts`` (the records clipped to the
+    segment, then its end) with the constant input ``f_bio * rate``. Returns the states at the
+    records (O, S) and whether any segment failed.
+    """
+    obs_time = jnp.asarray(events.obs_time, dtype)
+
+    def segment(y, seg):
+        start, end, bolus, rate, do_reset = seg
+        y = jnp.where(do_reset, y0, y) + f_bio * bolus
+        ts = jnp.concatenate([jnp.clip(obs_time, start, end), end[None]])
+        ys, failed = propagate(y, ts, start, end, f_bio * rate)
+        return ys[-1], (ys[:-1], failed)
+
+    xs = (
+        jnp.asarray(events.seg_start, dtype), jnp.asarray(events.seg_end, dtype),
+        jnp.asarray(events.seg_bolus, dtype), jnp.asarray(events.seg_rate, dtype), jnp.asarray(events.seg_reset),
+    )
+    if xs[0].shape[0] == 1:
+        # one segment (e.g. a single dose at the first record): no scan, so the initial state
+        # stays a constant and an ODE solver integrates no sensitivities with respect to it
+        _, (ys_seg, failed_seg) = segment(y0, tuple(x[0] for x in xs))
+        ys_seg, failed_seg = ys_seg[None], failed_seg[None]
+    else:
+        _, (ys_seg, failed_seg) = jax.lax.scan(segment, y0, xs)
+    # ys_seg: (n_segments, n_obs, n_states); each record reads its own segment
+    idx = jnp.asarray(events.obs_segment)[None, :, None]
+    return jnp.take_along_axis(ys_seg, idx, axis=0)[0], jnp.any(failed_seg)

@@ -31,7 +31,7 @@ import numpy as np
 
 from bayesbio.errors import SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure, solve_with_status
-from bayesbio.population.batch import PopulationBatch, as_batch
+from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments
 from bayesbio.population.linear import solve_patient_expm
 
 __all__ = ["solve_patient", "solve_population", "solve_population_with_status"]
@@ -94,33 +94,16 @@ def solve_patient(
     y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
     f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
     f = _with_input(rhs)
-    obs_time = jnp.asarray(events.obs_time, dtype)
 
-    def segment(y, seg):
-        start, end, bolus, rate, do_reset = seg
-        y = jnp.where(do_reset, y0, y) + f_bio * bolus
-        ts = jnp.concatenate([jnp.clip(obs_time, start, end), end[None]])
+    def propagate(y, ts, start, end, rate):
         sol = solve_with_status(
-            f, y, ts, (params, f_bio * rate), t0=start, solver=solver, rtol=rtol, atol=atol,
+            f, y, ts, (params, rate), t0=start, solver=solver, rtol=rtol, atol=atol,
             max_steps=max_steps, sensitivity=sensitivity,
         )
-        return sol.ys[-1], (sol.ys[:-1], sol.failed)
+        return sol.ys, sol.failed
 
-    xs = (
-        jnp.asarray(events.seg_start, dtype), jnp.asarray(events.seg_end, dtype),
-        jnp.asarray(events.seg_bolus, dtype), jnp.asarray(events.seg_rate, dtype), jnp.asarray(events.seg_reset),
-    )
-    if xs[0].shape[0] == 1:
-        # one segment (e.g. a single dose at the first record): no scan, so the initial state
-        # stays a constant and the solver integrates no sensitivities with respect to it
-        _, (ys_seg, failed_seg) = segment(y0, tuple(x[0] for x in xs))
-        ys_seg, failed_seg = ys_seg[None], failed_seg[None]
-    else:
-        _, (ys_seg, failed_seg) = jax.lax.scan(segment, y0, xs)
-    # ys_seg: (n_segments, n_obs, n_states); each record reads its own segment
-    idx = jnp.asarray(events.obs_segment)[None, :, None]
-    ys = jnp.take_along_axis(ys_seg, idx, axis=0)[0]
-    return ODESolution(ys=ys, failed=jnp.any(failed_seg))
+    ys, failed = scan_segments(propagate, y0, f_bio, events, dtype)
+    return ODESolution(ys=ys, failed=failed)
 
 
 def _check_patient_axis(params, n_patients: int, what: str) -> None:

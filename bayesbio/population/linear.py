@@ -47,6 +47,7 @@ from jax.scipy.linalg import expm
 
 from bayesbio.errors import ModelError
 from bayesbio.ode import ODESolution
+from bayesbio.population.batch import scan_segments
 
 __all__ = ["check_linear", "linear_system", "solve_patient_expm"]
 
@@ -124,16 +125,12 @@ def solve_patient_expm(rhs: Callable, params: Any, events, *, y0=None, bioavaila
     y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
     f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
     K, c = linear_system(rhs, params, n_states, dtype)
-    obs_time = jnp.asarray(events.obs_time, dtype)
     bottom = jnp.zeros((1, n_states + 1), dtype)
 
     k_norm = jnp.max(jnp.sum(jnp.abs(K), axis=0))
 
-    def segment(y, seg):
-        start, end, bolus, rate, do_reset = seg
-        y = jnp.where(do_reset, y0, y) + f_bio * bolus
-        ts = jnp.concatenate([jnp.clip(obs_time, start, end), end[None]])
-        u = c + f_bio * rate
+    def propagate(y, ts, start, end, rate):
+        u = c + rate
         # input column scaled to the size of K (exact: the augmented state is alpha, not 1)
         u_norm = jnp.sum(jnp.abs(u))
         alpha = jnp.where(u_norm > k_norm, u_norm / jnp.where(k_norm > 0, k_norm, 1.0), 1.0)
@@ -143,17 +140,7 @@ def solve_patient_expm(rhs: Callable, params: Any, events, *, y0=None, bioavaila
         ys = _mm(E[:, :n_states, :n_states], y[None, :, None])[..., 0] + alpha * E[:, :n_states, n_states]
         y_end = jax.lax.stop_gradient(ys[-1])
         nonlinear = _linearity_violated(rhs, params, K, c, jax.lax.stop_gradient(end), y_end)
-        return ys[-1], (ys[:-1], ~jnp.all(jnp.isfinite(E)) | nonlinear)
+        return ys, ~jnp.all(jnp.isfinite(E)) | nonlinear
 
-    xs = (
-        jnp.asarray(events.seg_start, dtype), jnp.asarray(events.seg_end, dtype),
-        jnp.asarray(events.seg_bolus, dtype), jnp.asarray(events.seg_rate, dtype), jnp.asarray(events.seg_reset),
-    )
-    if xs[0].shape[0] == 1:
-        _, (ys_seg, failed_seg) = segment(y0, tuple(x[0] for x in xs))
-        ys_seg, failed_seg = ys_seg[None], failed_seg[None]
-    else:
-        _, (ys_seg, failed_seg) = jax.lax.scan(segment, y0, xs)
-    idx = jnp.asarray(events.obs_segment)[None, :, None]
-    ys = jnp.take_along_axis(ys_seg, idx, axis=0)[0]
-    return ODESolution(ys=ys, failed=jnp.any(failed_seg) | ~jnp.all(jnp.isfinite(ys)))
+    ys, failed = scan_segments(propagate, y0, f_bio, events, dtype)
+    return ODESolution(ys=ys, failed=failed | ~jnp.all(jnp.isfinite(ys)))
