@@ -18,6 +18,9 @@ level:
     a NumPyro init strategy for NUTS when the caller gives none (default: uniform in (-2, 2)
     on the unconstrained scale, as Stan), e.g. ``init_to_median()`` for hierarchical models
     whose ODE turns stiff in the far corners of that box.
+``nuts_prefit`` (optional)
+    ``"svi"`` to precede NUTS warm-up with a mean-field variational pre-fit by default
+    (:mod:`bayesbio.infer.prefit`), e.g. for population models with hundreds of random effects.
 ``data_is_file`` (optional, default True)
     False when ``load_data`` takes something other than a file path (``--data 10000`` as a
     number of simulated patients); the runners then pass it through without the file check.
@@ -58,6 +61,8 @@ class ModelSpec:
     sbc: Mapping[str, Any] = field(default_factory=dict)
     #: NumPyro init strategy for NUTS (the script's optional ``init_strategy``); None: the default.
     init_strategy: Any = None
+    #: Default ``prefit`` of NUTS (the script's optional ``nuts_prefit``); None: no pre-fit.
+    prefit: str | None = None
     #: False when ``load_data`` takes something other than a file path (the script's optional
     #: ``data_is_file = False``, e.g. a simulated population size): ``--data`` is then passed
     #: through unchecked.
@@ -134,8 +139,18 @@ def _spec_from_module(module, name: str, source: str) -> ModelSpec:
         source=source,
         sbc=_sbc_settings(module, source),
         init_strategy=getattr(module, "init_strategy", None),
+        prefit=_prefit_setting(module, source),
         data_is_file=bool(getattr(module, "data_is_file", True)),
     )
+
+
+def _prefit_setting(module, source: str) -> str | None:
+    from bayesbio.infer.prefit import PREFITS
+
+    prefit = getattr(module, "nuts_prefit", None)
+    if prefit is not None and prefit not in PREFITS:
+        raise ModelError(f"model script '{source}': 'nuts_prefit' must be one of {list(PREFITS)}; got {describe(prefit)}")
+    return prefit
 
 
 def _sbc_settings(module, source: str) -> dict[str, Any]:

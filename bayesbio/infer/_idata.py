@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class _Unobserve(numpyro.primitives.Messenger):
-    """Turn the named observed sites into latent ones so they are simulated."""
+    """Turn the named observed sites into latent ones so they are simulated.
+
+    A distribution broadcast against a larger observation (e.g. ``Normal(mu, s)`` with a vector
+    ``obs``) is expanded to the observation's shape, so each replicate has one value per
+    observation, as the log-likelihood has."""
 
     def __init__(self, fn, names):
         self.names = set(names)
@@ -26,6 +30,10 @@ class _Unobserve(numpyro.primitives.Messenger):
 
     def process_message(self, msg):
         if msg["type"] == "sample" and msg["name"] in self.names and msg["is_observed"]:
+            fn, obs = msg["fn"], msg["value"]
+            shape = jnp.broadcast_shapes(fn.shape(), jnp.shape(obs))
+            if shape != fn.shape():
+                msg["fn"] = fn.expand(shape[: len(shape) - len(fn.event_shape)])
             msg["is_observed"] = False
             msg["value"] = None
 

@@ -56,6 +56,7 @@ from bayesbio.infer._common import (
 )
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
+from bayesbio.infer.prefit import PREFITS, svi_prefit
 from bayesbio.ode import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "sample_nuts"]
@@ -65,6 +66,8 @@ CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
 #: count solver failures inside the compiled chunks where the chain method allows it (False: always
 #: through the host callback; the tests compare the two)
 _IN_GRAPH_FAILURES = True
+#: stream of the run's key reserved for the pre-fit (the other streams are unchanged by it)
+_PREFIT_STREAM = 0x5F17
 
 
 def _tree_index(tree, i):
@@ -111,6 +114,30 @@ def _one_chain(chunk):
     return run
 
 
+def _prefit_points(potential_fn, start, mean, found):
+    """Per chain: the pre-fit draw where its log density and gradient are finite, else the
+    pre-fit mean where that is, else the point NumPyro's init strategy ``found``."""
+
+    def at(z):
+        pe, grad = jax.value_and_grad(potential_fn)(z)
+        ok = jnp.isfinite(pe) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+        return pe, grad, ok
+
+    pe_s, grad_s, ok_s = jax.vmap(at)(start)
+    pe_m, grad_m, ok_m = at(mean)
+
+    def pick(draw, avg, old):
+        shape = (-1,) + (1,) * (jnp.ndim(draw) - 1)
+        return jnp.where(ok_s.reshape(shape), draw, jnp.where(ok_m, avg[None], old))
+
+    z_old, pe_old, grad_old = found
+    return (
+        jax.tree_util.tree_map(pick, start, mean, z_old),
+        pick(pe_s, pe_m, pe_old),
+        jax.tree_util.tree_map(pick, grad_s, grad_m, grad_old),
+    )
+
+
 class _Sampler:
     """Compiled NUTS chunks for one model and data."""
 
@@ -125,8 +152,12 @@ class _Sampler:
         )
         self.init_strategy = init_strategy
 
-    def initial_states(self, key, chains):
+    def initial_states(self, key, chains, prefit=None):
         """Find valid starting points (one per chain) and initialise the kernel.
+
+        With a :class:`~bayesbio.infer.prefit.Prefit`, each chain starts at its pre-fit draw
+        (or the pre-fit mean where that draw has no finite log density and gradient) and
+        warm-up at the pre-fit's diagonal inverse mass matrix.
 
         NumPyro's ``initialize_model`` (model trace, search for finite initial points) and the
         kernel initialisation run inside one jitted function with the data as an argument: one
@@ -135,7 +166,7 @@ class _Sampler:
         """
         found = {}
 
-        def init_all(key, data):
+        def init_all(key, data, start, mean, inverse_mass):
             # the random keys: a split of the run's key for the chains, the rest for predictions
             key_chains, key_predictive = jax.random.split(key)
             keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
@@ -149,17 +180,25 @@ class _Sampler:
             )
             init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
             found.update(sample_kernel=sample_kernel)
+            options = dict(self.options)
+            if start is not None:
+                z, pe, grad = _prefit_points(potential_gen(data), start, mean, (z, pe, grad))
+                options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if self.options["dense_mass"] else inverse_mass
 
             def init_one(param_info, key):
                 return init_kernel(
-                    param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **self.options
+                    param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **options
                 )
 
             grad_flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grad)
             valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(grad_flat), axis=-1)
             return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid, key_predictive
 
-        states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data)
+        if prefit is None:
+            args = (None, None, None)
+        else:
+            args = (prefit.start, prefit.mean, prefit.inverse_mass)
+        states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data, *args)
         # the postprocessing generator made inside the trace may hold that trace's transforms
         # (e.g. a Uniform with array bounds): replay the model instead, outside any trace
         model = self.model
@@ -229,6 +268,7 @@ def sample_nuts(
     chain_method: str = "auto",
     chunk_size: int = 50,
     init_strategy=None,
+    prefit: str | None = None,
     progress: bool | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int | None = None,
@@ -267,6 +307,13 @@ def sample_nuts(
     init_strategy : callable, optional
         A NumPyro init strategy; default: the model script's ``init_strategy`` if it defines one,
         else uniform in (-2, 2) on the unconstrained scale, as Stan.
+    prefit : {"none", "svi"}, optional
+        ``"svi"``: a short mean-field variational fit before warm-up gives each chain its
+        starting point and warm-up its initial (diagonal) inverse mass matrix; it starts from
+        ``init_strategy``. For hierarchical models with many latent variables of very different
+        posterior scales, where the first warm-up window would otherwise build very deep trees
+        (:mod:`bayesbio.infer.prefit`). Default: the model script's ``nuts_prefit``, else
+        ``"none"``. It is deterministic given the seed, so a resumed run repeats it exactly.
     progress : bool, optional
         Show a progress bar; default only on an interactive terminal outside CI.
     checkpoint : path, optional
@@ -324,6 +371,8 @@ def sample_nuts(
         raise OptionError(f"'chain_method' must be one of {list(CHAIN_METHODS)}; got {describe(chain_method)}")
     if not isinstance(dense_mass, bool):
         raise OptionError(f"'dense_mass' must be True or False; got {describe(dense_mass)}")
+    if prefit is not None and prefit not in PREFITS:
+        raise OptionError(f"'prefit' must be one of {list(PREFITS)}; got {describe(prefit)}")
     from bayesbio.parallel import CHAIN_AXIS, active_mesh
 
     active = active_mesh()
@@ -350,9 +399,17 @@ def sample_nuts(
         in_graph_failures=in_graph,
     )
     key = jax.random.PRNGKey(seed)
+    prefit = prefit or prepared.spec.prefit or "none"
+    fitted = None
+    # also on resume: chain groups that had not started when the run stopped start from it
+    if prefit == "svi":
+        fitted = svi_prefit(
+            sampler.model, data=prepared.data, key=jax.random.fold_in(key, _PREFIT_STREAM), chains=chains,
+            init_strategy=sampler.init_strategy, latent=prepared.latent,
+        )
     # on the host: slicing chain groups then runs no device programs, and every chunk call sees
     # the same kind of input (pmap compiles again for its own sharded outputs as inputs)
-    states, key_predictive = jax.device_get(sampler.initial_states(key, chains))
+    states, key_predictive = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
     chunk = sampler.chunk_fn(chunk_size)
     data = prepared.data
     chain_ids = np.arange(chains, dtype=np.int32)
@@ -406,7 +463,7 @@ def sample_nuts(
         model=prepared.spec.name, data_fingerprint=prepared.fingerprint, seed=seed,
         settings=dict(chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
                       dense_mass=dense_mass, max_tree_depth=max_tree_depth,
-                      chain_method=chain_method, chunk_size=chunk_size),
+                      chain_method=chain_method, chunk_size=chunk_size, prefit=prefit),
     )
     if active is not None:  # the mesh shape is part of a run's identity (checkpoints, attrs)
         identity["settings"]["mesh"] = {str(k): int(v) for k, v in dict(active.shape).items()}
@@ -491,7 +548,9 @@ def sample_nuts(
     if count_solver_failures:
         sample_stats["solver_failures"] = failures
     timings = {
+        # includes the pre-fit, if any (also given alone as prefit_seconds)
         "compile_seconds": t_compiled - t_start,
+        "prefit_seconds": fitted.seconds if fitted is not None else 0.0,
         "warmup_seconds": warmup_seconds,
         "sampling_seconds": sampling_seconds,
     }
