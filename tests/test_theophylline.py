@@ -113,7 +113,10 @@ def test_recovery_coverage_over_20_seeds(tmp_path):
     calibration; we require at least 14 (P(X <= 13) = 0.24%), and for the 140 (parameter, seed)
     pairs pooled at least the 0.1% quantile of Binomial(140, 0.9) (= 114; pairs within a seed are
     not independent, which widens the true spread a little). Over-coverage is not tested (20/20
-    has probability 12%)."""
+    has probability 12%).
+
+    Cost: one fit ~3 min with the two chains on two cores (run the slow tier with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=2``; one core: about twice that)."""
     from scipy.stats import binom
 
     counts = {name: 0 for name in POPULATION}
