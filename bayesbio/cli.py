@@ -239,6 +239,11 @@ def _cmd_fit(args) -> int:
         f"{attrs.get('warmup_seconds', 0):.1f} s, sampling {attrs.get('sampling_seconds', 0):.1f} s; "
         f"divergences {div}, solver failures {failures}; total {time.perf_counter() - t0:.1f} s"
     )
+    from bayesbio.infer._patients import describe_patient_failures
+
+    per_patient = describe_patient_failures(idata)  # population models: who failed, when any did
+    if per_patient:
+        print(per_patient)
     print(f"wrote {out}")
     if args.report:
         import matplotlib

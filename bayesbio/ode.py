@@ -134,6 +134,12 @@ class _FailureContext:
     #: None. With a counter, no host callback is emitted, so the program can be stored in JAX's
     #: persistent compilation cache (JAX never caches programs with host callbacks).
     counter: Any = None
+    #: per-patient failures of population solves (:mod:`bayesbio._patient_failures`): the number
+    #: of patients counted (None: none), a ``jax.Ref`` (int32, that many) and a host fallback
+    #: ``record_patients(chain, iteration, failed)``
+    n_patients: int | None = None
+    patient_counter: Any = None
+    record_patients: Callable[[Any, Any, Any], None] | None = None
 
 
 _failure_context: contextvars.ContextVar[_FailureContext | None] = contextvars.ContextVar(

@@ -17,6 +17,7 @@ import numpyro
 from numpyro import handlers
 from numpyro.distributions.distribution import Unit
 
+from bayesbio._patient_failures import recording_population_sizes
 from bayesbio.errors import BayesbioError, DataError, ModelError, OptionError, describe
 from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
 from bayesbio.observe import _OBS_KEY
@@ -35,6 +36,14 @@ class Prepared:
     dims: dict[str, list[str]]
     coords: dict[str, list]
     fingerprint: str
+    #: number of patients of every population solve in the model, in trace order (empty: none)
+    population_sizes: tuple[int, ...] = ()
+
+    @property
+    def n_patients(self) -> int | None:
+        """Patients whose solver failures are counted one by one: those of the model's first
+        population solve (:mod:`bayesbio._patient_failures`); None without population solves."""
+        return self.population_sizes[0] if self.population_sizes else None
 
 
 def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
@@ -80,7 +89,8 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
         return 0.0
 
     try:
-        jax.eval_shape(run)
+        with recording_population_sizes() as sizes:
+            jax.eval_shape(run)
     except BayesbioError:
         raise
     except Exception as exc:
@@ -104,7 +114,7 @@ def prepare(model, data=None, *, dims=None, coords=None) -> Prepared:
     all_coords.update({k: list(v) for k, v in (coords or {}).items()})
     return Prepared(
         spec=spec, data=data, observed=observed, latent=latent, deterministic=deterministic, dims=all_dims,
-        coords=all_coords, fingerprint=data_fingerprint(data),
+        coords=all_coords, fingerprint=data_fingerprint(data), population_sizes=tuple(sizes),
     )
 
 
@@ -147,11 +157,36 @@ def _where(exc: BaseException, model) -> str:
 
 
 class FailureLog:
-    """Host-side tally of failed ODE/PDE solves, keyed by (chain, iteration)."""
+    """Host-side tally of failed ODE/PDE solves, keyed by (chain, iteration); and of failed
+    population solves per patient, keyed by (chain, phase): phase ``"warmup"`` for iterations
+    before ``warmup``, else ``"sampling"`` (each value an int64 array, one count per patient)."""
 
-    def __init__(self):
+    def __init__(self, *, warmup: int | None = None):
         self._lock = threading.Lock()
         self.counts: dict[tuple[int, int], int] = defaultdict(int)
+        self.warmup = warmup
+        self.patient_counts: dict[tuple[int, str], np.ndarray] = {}
+
+    def record_patients(self, chain, iteration, failed) -> None:
+        failed = np.asarray(failed).astype(bool).reshape(-1)
+        if not failed.any():
+            return
+        it = int(np.asarray(iteration))
+        phase = "warmup" if self.warmup is not None and it < self.warmup else "sampling"
+        key = (int(np.asarray(chain)), phase)
+        with self._lock:
+            previous = self.patient_counts.get(key)
+            self.patient_counts[key] = failed.astype(np.int64) + (0 if previous is None else previous)
+
+    def per_patient(self, chains: int, n_patients: int, phase: str) -> np.ndarray:
+        """Per-patient counts of ``phase`` ("warmup" or "sampling"), shape (chains, n_patients)."""
+        jax.effects_barrier()
+        out = np.zeros((chains, n_patients), dtype=np.int64)
+        with self._lock:
+            for (c, p), counts in self.patient_counts.items():
+                if p == phase and 0 <= c < chains and counts.shape == (n_patients,):
+                    out[c] += counts
+        return out
 
     def record(self, chain, iteration, failed) -> None:
         if not bool(np.asarray(failed)):

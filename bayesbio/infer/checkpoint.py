@@ -2,7 +2,8 @@
 
 A checkpoint holds everything the chunked driver needs to continue as if it had never
 stopped: every chain's sampler state (position, adapted step size and mass matrix, random
-key), the draws collected so far, timings and the solver-failure tally. Because the driver
+key), the draws collected so far, timings and the solver-failure tallies (per chain and
+iteration, and per patient for population models). Because the driver
 replays the same compiled chunks from the same state, a resumed run gives draws that are
 bit-identical to an uninterrupted run with the same seed on the same machine.
 
@@ -26,7 +27,9 @@ from bayesbio.errors import OptionError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
-_FORMAT = 2  # 2: per-iteration solver-failure counts in the draws, warm-up failures per chain
+# 2: per-iteration solver-failure counts in the draws, warm-up failures per chain;
+# 3: per-patient failure counts of population models (host tally and in-graph totals)
+_FORMAT = 3
 
 
 def _to_numpy(tree):

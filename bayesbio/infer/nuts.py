@@ -55,6 +55,7 @@ from bayesbio.infer._common import (
     show_progress,
 )
 from bayesbio.infer._idata import build_inference_data
+from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
 from bayesbio.infer.prefit import PREFITS, svi_prefit
 from bayesbio.ode import _failure_context, _FailureContext
@@ -78,7 +79,7 @@ def _tree_concat(trees, axis):
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
 
 
-def _counting_model(model, log):
+def _counting_model(model, log, n_patients=None):
     """``model(data)`` whose solves count their failures while the sampler chunk runs.
 
     The chunk passes the chain, the iteration and ``_bb_failures``, a ``jax.Ref`` counter it
@@ -88,12 +89,22 @@ def _counting_model(model, log):
     effects) and for solves inside the model's own ``jax.vmap``, failures go to ``log`` through a
     host callback instead (:func:`bayesbio.ode._report_failure`). Called without ``_bb_chain``
     (initialisation, post-processing) or with ``log=None``, nothing is counted.
+
+    With ``n_patients`` (population models), population solves over that many patients also
+    count per patient, into ``_bb_patient_failures`` (a ``jax.Ref`` of ``n_patients`` counts) or
+    else ``log.record_patients`` (:mod:`bayesbio._patient_failures`).
     """
 
-    def wrapped(*args, _bb_chain=None, _bb_iteration=None, _bb_failures=None, **kwargs):
+    def wrapped(*args, _bb_chain=None, _bb_iteration=None, _bb_failures=None, _bb_patient_failures=None,
+                **kwargs):
         if _bb_chain is None or log is None:
             return model(*args, **kwargs)
-        token = _failure_context.set(_FailureContext(_bb_chain, _bb_iteration, log.record, counter=_bb_failures))
+        context = _FailureContext(_bb_chain, _bb_iteration, log.record, counter=_bb_failures)
+        if n_patients is not None:
+            context.n_patients = n_patients
+            context.patient_counter = _bb_patient_failures
+            context.record_patients = log.record_patients
+        token = _failure_context.set(context)
         try:
             return model(*args, **kwargs)
         finally:
@@ -144,7 +155,9 @@ class _Sampler:
     def __init__(self, prepared, *, log, target_accept, dense_mass, max_tree_depth, warmup, init_strategy,
                  in_graph_failures=False):
         self.prepared = prepared
-        self.model = _counting_model(prepared.spec.model, log)
+        #: patients counted one by one (population models, when counting failures), else None
+        self.n_patients = prepared.n_patients if log is not None else None
+        self.model = _counting_model(prepared.spec.model, log, self.n_patients)
         self.in_graph_failures = bool(in_graph_failures and log is not None)
         self.warmup = warmup
         self.options = dict(
@@ -214,17 +227,26 @@ class _Sampler:
         return states, key_predictive
 
     def chunk_fn(self, chunk_size):
+        """``chunk(state, chain, n_active, data) -> (state, out)``: ``out`` holds per-iteration
+        arrays (leading axis ``chunk_size``); with in-graph counting of a population model also
+        ``out["patient_failures"]``, the chunk's per-patient failure totals (``n_patients``)."""
         sample_kernel = self.sample_kernel
         in_graph = self.in_graph_failures
+        n_patients = self.n_patients if in_graph else None
 
         def chunk(state, chain, n_active, data):
-            def body(s, k):
+            def body(carry, k):
+                s, patients = carry if n_patients is not None else (carry, None)
                 counter = jax.new_ref(jnp.zeros((), jnp.int32)) if in_graph else None
+                if n_patients is not None:
+                    patient_counter = jax.new_ref(jnp.zeros((n_patients,), jnp.int32))
 
                 def step(s):
                     kwargs = {"_bb_chain": chain, "_bb_iteration": s.i}
                     if in_graph:
                         kwargs["_bb_failures"] = counter
+                    if n_patients is not None:
+                        kwargs["_bb_patient_failures"] = patient_counter
                     return sample_kernel(s, model_args=(data,), model_kwargs=kwargs)
 
                 s = jax.lax.cond(k < n_active, step, lambda s: s, s)
@@ -239,9 +261,15 @@ class _Sampler:
                 }
                 if in_graph:  # failed solves of this iteration
                     out["failures"] = counter[...]
+                if n_patients is not None:
+                    return (s, patients + patient_counter[...]), out
                 return s, out
 
-            return jax.lax.scan(body, state, jnp.arange(chunk_size))
+            if n_patients is None:
+                return jax.lax.scan(body, state, jnp.arange(chunk_size))
+            start = (state, jnp.zeros((n_patients,), jnp.int32))
+            (state, patients), out = jax.lax.scan(body, start, jnp.arange(chunk_size))
+            return state, dict(out, patient_failures=patients)
 
         return chunk
 
@@ -338,6 +366,11 @@ def sample_nuts(
         where sequential chains, with identical draws, report at most 1 (equal to the
         divergences); the lockstep loop over chains appears to count evaluations that the
         other chains' longer trajectories force but whose results are discarded.
+        Population models are also counted per patient, per chain, over the whole run:
+        ``sample_stats.patient_solver_failures`` (sampling) and
+        ``warmup_patient_solver_failures``, dims ``(chain, patient)``; a patient counts 1 for
+        each evaluation in which its solve failed (what is counted where, and the relation to
+        the chain count: :mod:`bayesbio._patient_failures`).
     dims, coords : dict, optional
         Extra dims/coords for the InferenceData (added to the model's own).
     devices : int or sequence of jax.Device, optional
@@ -353,7 +386,8 @@ def sample_nuts(
     arviz.InferenceData
         Groups ``posterior`` (run settings, versions and wall times in its attrs),
         ``sample_stats`` (``diverging``, ``solver_failures``, ``tree_depth``, ``step_size``,
-        ...), ``log_likelihood``, ``posterior_predictive`` and ``observed_data``.
+        ..., and ``patient_solver_failures`` for population models), ``log_likelihood``,
+        ``posterior_predictive`` and ``observed_data``.
     """
     if devices is not None or mesh is not None:  # run again under the mesh (bayesbio.parallel)
         arguments = dict(locals())
@@ -388,7 +422,7 @@ def sample_nuts(
 
     t_start = time.perf_counter()
     prepared = prepare(model, data, dims=dims, coords=coords)
-    log = FailureLog() if count_solver_failures else None
+    log = FailureLog(warmup=warmup) if count_solver_failures else None
     # failures counted inside the compiled chunk (no host callback: the chunk can come from JAX's
     # persistent cache) wherever a chunk runs one chain unbatched: "sequential" and pmap "parallel"
     in_graph = _IN_GRAPH_FAILURES and (chain_method == "sequential" or (chain_method == "parallel" and active is None))
@@ -459,6 +493,9 @@ def sample_nuts(
     kept: list[Any] = []  # per group: dict of (group_chains, samples, ...)
     start_group, start_done, start_state, start_collected = 0, 0, None, []
     warmup_counted = np.zeros(chains, dtype=np.int64)  # in-graph failures during warm-up, per chain
+    # in-graph per-patient failures (population models), per phase: (chains, patients)
+    patients_counted = {phase: np.zeros((chains, sampler.n_patients or 0), dtype=np.int64)
+                        for phase in ("warmup", "sampling")}
     identity = dict(
         model=prepared.spec.name, data_fingerprint=prepared.fingerprint, seed=seed,
         settings=dict(chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
@@ -474,7 +511,11 @@ def sample_nuts(
         warmup_seconds, sampling_seconds = saved["warmup_seconds"], saved["sampling_seconds"]
         if log is not None:
             log.counts.update(saved["failures"])
+            log.patient_counts.update(saved["patient_failures"])
         warmup_counted = np.asarray(saved["warmup_failures"], dtype=np.int64)
+        patients_counted = {
+            k: np.asarray(v, dtype=np.int64) for k, v in saved["patient_failures_counted"].items()
+        }
         if bar is not None:
             bar.update(start_group * total + start_done)
     since_checkpoint = 0
@@ -500,6 +541,10 @@ def sample_nuts(
             else:
                 out = jax.device_get(out)
             dt = time.perf_counter() - t0
+            if "patient_failures" in out:  # per chain, not per iteration: kept apart from the draws
+                out = dict(out)
+                phase = "warmup" if done < warmup else "sampling"
+                patients_counted[phase][int(g[0]) : int(g[-1]) + 1] += np.asarray(out.pop("patient_failures"))
             if done < warmup:
                 warmup_seconds += dt
                 if "failures" in out:
@@ -519,6 +564,8 @@ def sample_nuts(
                     warmup_seconds=warmup_seconds, sampling_seconds=sampling_seconds,
                     failures=dict(log.counts) if log is not None else {},
                     warmup_failures=warmup_counted.copy(),
+                    patient_failures=dict(log.patient_counts) if log is not None else {},
+                    patient_failures_counted={k: v.copy() for k, v in patients_counted.items()},
                 ))
                 since_checkpoint = 0
         kept.append(_tree_concat(collected, axis=1))
@@ -564,5 +611,10 @@ def sample_nuts(
         prepared, posterior, sample_stats=sample_stats, attrs=attrs, rng_key=key_predictive,
         per_chain_stats={"warmup_solver_failures": warmup_failures} if count_solver_failures else None,
     )
+    if count_solver_failures and sampler.n_patients is not None:
+        add_patient_failures(idata, prepared, {
+            phase: patients_counted[phase] + counted.per_patient(chains, sampler.n_patients, phase)
+            for phase in ("warmup", "sampling")
+        })
     idata.posterior.attrs["postprocess_seconds"] = time.perf_counter() - t_post
     return idata

@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesbio._patient_failures import report_patient_failures
 from bayesbio.errors import SolverError, describe
-from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure, solve_with_status
+from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, solve_with_status
 from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments
 from bayesbio.population.linear import solve_patient_expm
 
@@ -271,7 +272,8 @@ def solve_population(
 ) -> jax.Array:
     """:func:`solve_population_with_status` inside a NumPyro model: a failed solve of any
     patient adds ``-inf`` to the log density (site ``f"{name}__solver_failed"``) and is
-    counted by the runners, as :func:`bayesbio.solve` does.
+    counted by the runners, as :func:`bayesbio.solve` does; NUTS also counts it per patient
+    (``sample_stats.patient_solver_failures``, see :mod:`bayesbio._patient_failures`).
 
     Returns
     -------
@@ -294,6 +296,6 @@ def solve_population(
         rtol=rtol, atol=atol, max_steps=max_steps, sensitivity=sensitivity,
     )
     failed = jnp.any(sol.failed)
-    _report_failure(failed)
+    report_patient_failures(sol.failed)  # counted per chain (as any solve) and per patient
     numpyro.factor(name + FAILURE_SITE_SUFFIX, jnp.where(failed, -jnp.inf, 0.0))
     return sol.ys

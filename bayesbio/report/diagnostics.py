@@ -15,7 +15,8 @@ Thresholds (module constants, all from the ArviZ/Stan recommendations):
 * divergent transitions after warm-up: any is a failure;
 * tree-depth saturation: any is borderline, more than 10 % of the draws of a chain a failure;
 * E-BFMI (energy Bayesian fraction of missing information): < 0.3 in a chain is a failure;
-* ODE/PDE solver failures while sampling: any is a failure (during warm-up only: a note);
+* ODE/PDE solver failures while sampling: any is a failure (during warm-up only: a note); for
+  population models the patients with most failed solves are named, and listed in a table;
 * Pareto-k̂ of importance weights (Laplace/SVI against the posterior): > 0.7 failed, > 0.5 borderline;
 * PSIS-LOO Pareto-k̂ of an observation above ArviZ's ``good_k`` (0.7 for large samples): borderline.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from bayesbio.infer._patients import patient_failure_table
 from bayesbio.report.tables import MAX_CORRELATION_COMPONENTS as MAX_CORRELATION_COMPONENTS
 from bayesbio.report.tables import MAX_PLOT_COMPONENTS as MAX_PLOT_COMPONENTS
 from bayesbio.report.tables import MAX_SUMMARY_ROWS as MAX_SUMMARY_ROWS
@@ -103,6 +105,9 @@ class Analysis:
     divergence_pair: tuple[str, str] | None
     importance_k: float | None
     findings: list[Finding] = field(default_factory=list)
+    #: population models: patients with failed solves, most first (see
+    #: :func:`bayesbio.infer._patients.patient_failure_table`), else None
+    patient_failures: pd.DataFrame | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -151,6 +156,7 @@ def analyse(idata, *, loo: bool = True) -> Analysis:
         divergence_pair=divergence_pair(idata) if method not in APPROXIMATIONS else None,
         importance_k=importance_k,
         findings=_sorted(findings),
+        patient_failures=patient_failure_table(idata),
     )
 
 

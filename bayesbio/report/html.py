@@ -273,6 +273,7 @@ def _health_section(analysis: dg.Analysis, energy_png: str | None) -> str:
         out += '<p class="muted">No sampler statistics in this result.</p>'
     else:
         out += _table(df, classify=_health_class, index_label="chain")
+    out += _patient_failures(analysis.patient_failures)
     if energy_png:
         out += _img(
             energy_png,
@@ -281,6 +282,25 @@ def _health_section(analysis: dg.Analysis, energy_png: str | None) -> str:
             f"overlap; E-BFMI below {dg.BFMI_FAIL} indicates poor exploration of the tails.",
         )
     return out + "</section>"
+
+
+def _patient_class(column: str, value: Any) -> str:
+    return "bad" if column == "sampling" and _finite(value) and float(value) > 0 else ""
+
+
+def _patient_failures(table: pd.DataFrame | None, limit: int = 20) -> str:
+    """Population models: the patients with failed solves (most first), summed over chains."""
+    if table is None:
+        return ""
+    what = table.index.name or "patient"
+    shown = table.head(limit)
+    note = f"; the {len(shown)} with most failures shown" if len(shown) < len(table) else ""
+    return (
+        f'<h3 id="patient-failures">Solver failures per {esc(what)}</h3><p class="muted">{len(table)} of '
+        f"{esc(table.attrs.get('patients', '?'))} {esc(what)}s had failed solves (summed over chains; a "
+        f"{esc(what)} counts once for each model evaluation in which its solve failed){esc(note)}.</p>"
+        + _table(shown, classify=_patient_class, index_label=what)
+    )
 
 
 def _approx_section(analysis: dg.Analysis, elbo_png: str | None) -> str:

@@ -281,6 +281,15 @@ def _check_solver(idata, method) -> list[Finding]:
         )
         total = int(counts.sum())
         if total:
+            from bayesbio.infer._patients import patient_failure_table
+
+            who = ""  # population models: the patients with most failed solves while sampling
+            patients = patient_failure_table(idata)
+            if patients is not None and "sampling" in patients and patients["sampling"].sum() > 0:
+                worst = patients[patients["sampling"] > 0]
+                worst = worst.sort_values("sampling", ascending=False, kind="stable")
+                named = _names([f"{p} ({int(n)})" for p, n in worst["sampling"].items()], limit=3)
+                who = f" Failed solves by {patients.index.name}, most first: {named}."
             where = (
                 "draws with a non-finite log density (failed solves)"
                 if method == "laplace"
@@ -291,7 +300,8 @@ def _check_solver(idata, method) -> list[Finding]:
                     "ODE solver failures",
                     "fail",
                     f"{total} {where} ({_per_chain(counts)}). Parameter values where the solver fails are "
-                    "treated as impossible, which can cut off part of the posterior and cause divergences.",
+                    "treated as impossible, which can cut off part of the posterior and cause divergences."
+                    + who,
                     suggestion,
                 )
             )
