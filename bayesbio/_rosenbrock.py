@@ -117,9 +117,10 @@ def _initial_step(f0, y0, t_end, t0, rtol, atol):
     return jnp.minimum(h, t_end - t0)
 
 
-def _integrate(step_fn, x0, f0, t0, ts, rtol, atol, max_steps, order_low, dense=False):
-    """Adaptive loop shared by the methods; ``step_fn(t, x, h) -> (x_new, err, (d2, d3))`` on
-    flat ``x`` (the dense-output vectors only read when ``dense``).
+def _integrate(step_fn, x0, f0, t0, ts, rtol, atol, max_steps, order_low, dense=None):
+    """Adaptive loop shared by the methods; ``step_fn(t, x, h) -> (x_new, err, stages)`` on
+    flat ``x`` (``stages``: the flat stage vectors, only read with ``dense``, the tableau's two
+    rows of dense-output weights).
 
     Without ``dense`` steps never cross a requested time: the step is shortened to land on it,
     and every requested time equal to the time reached takes the new state. With ``dense``
@@ -139,10 +140,10 @@ def _integrate(step_fn, x0, f0, t0, ts, rtol, atol, max_steps, order_low, dense=
 
     def body(carry):
         t, x, h, xs, idx, n, failed, rejected = carry
-        t_next_out = ts[-1] if dense else ts[jnp.minimum(idx, n_out - 1)]
+        t_next_out = ts[-1] if dense is not None else ts[jnp.minimum(idx, n_out - 1)]
         hits = h >= (t_next_out - t) * (1 - 4 * eps)
         h = jnp.where(hits, t_next_out - t, h)
-        x_new, err, (d2, d3) = step_fn(t, x, h)
+        x_new, err, stages = step_fn(t, x, h)
         scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
         err_norm = jnp.sqrt(jnp.mean((err / scale) ** 2))
         finite = jnp.isfinite(err_norm) & jnp.all(jnp.isfinite(x_new))
@@ -151,13 +152,18 @@ def _integrate(step_fn, x0, f0, t0, ts, rtol, atol, max_steps, order_low, dense=
         factor = jnp.clip(factor, 0.2, 6.0)
         factor = jnp.where(accept & rejected, jnp.minimum(factor, 1.0), factor)
         reached = accept & hits
-        if dense:  # every output inside (t, t + h]: the cubic in the step fraction
+        if dense is not None:  # every output inside (t, t + h]: the cubic in the step fraction
             t_new = jnp.where(reached, t_next_out, t + h)
             inside = accept & (ts > t) & (ts <= t_new)
-            frac = ((ts - t) / h)[:, None]
-            interp = (1 - frac) * x[None, :] + frac * (x_new[None, :] + (1 - frac) * (d2[None, :] + frac * d3[None, :]))
-            interp = jnp.where((ts == t_new)[:, None], x_new[None, :], interp)  # exact at the step end
-            xs = jnp.where(inside[:, None], interp, xs)
+
+            def write(xs):  # only in steps that contain an output: most steps skip this work
+                d2, d3 = _lincomb(dense[0], stages), _lincomb(dense[1], stages)
+                frac = ((ts - t) / h)[:, None]
+                interp = (1 - frac) * x[None, :] + frac * (x_new[None, :] + (1 - frac) * (d2[None, :] + frac * d3[None, :]))
+                interp = jnp.where((ts == t_new)[:, None], x_new[None, :], interp)  # exact at the step end
+                return jnp.where(inside[:, None], interp, xs)
+
+            xs = jax.lax.cond(jnp.any(inside), write, lambda xs: xs, xs)
             t = jnp.where(accept, t_new, t)
             x = jnp.where(accept, x_new, x)
             idx = jnp.where(accept, jnp.sum(ts <= t).astype(jnp.int32), idx)
@@ -244,8 +250,7 @@ def rosenbrock_step(tab, f, t, y, h):
         return f(t + dt, y + _lincomb(a_row, ks))
 
     ks = _stages(tab, h, eval_stage, lambda r: w_inv @ r, fy, f_t)
-    dense = (_lincomb(tab.dense[0], ks), _lincomb(tab.dense[1], ks)) if tab.dense else (None, None)
-    return y + _lincomb(tab.m, ks), _lincomb(tab.e, ks), dense
+    return y + _lincomb(tab.m, ks), _lincomb(tab.e, ks), tuple(ks)
 
 
 def rosenbrock(f, t0, y0, ts, *, rtol, atol, max_steps, tableau=RODAS4):
@@ -256,7 +261,7 @@ def rosenbrock(f, t0, y0, ts, *, rtol, atol, max_steps, tableau=RODAS4):
     """
     return _integrate(
         lambda t, y, h: rosenbrock_step(tableau, f, t, y, h), y0, f(t0, y0), t0, ts, rtol, atol,
-        max_steps, tableau.order_low, dense=tableau.dense is not None,
+        max_steps, tableau.order_low, dense=tableau.dense,
     )
 
 
@@ -300,15 +305,12 @@ def rosenbrock_sensitivities(f, t0, y0, s0, ts, p, p_dirs, *, rtol, atol, max_st
         y_new, s_new = jax.tree_util.tree_map(jnp.add, (y, s), _tree_lincomb(tableau.m, ks))
         ey, es = _tree_lincomb(tableau.e, ks)
         flat = lambda pair: jnp.concatenate([pair[0], pair[1].reshape(-1)])  # noqa: E731
-        dense = (None, None)
-        if tableau.dense:
-            dense = tuple(flat(_tree_lincomb(row, ks)) for row in tableau.dense)
-        return flat((y_new, s_new)), flat((ey, es)), dense
+        return flat((y_new, s_new)), flat((ey, es)), tuple(flat(k) for k in ks)
 
     x0 = jnp.concatenate([y0, s0.reshape(-1)])
     fy0, fs0 = full_rhs(t0, y0, s0)
     xs, failed, _ = _integrate(
         step, x0, jnp.concatenate([fy0, fs0.reshape(-1)]), t0, ts, rtol, atol, max_steps,
-        tableau.order_low, dense=tableau.dense is not None,
+        tableau.order_low, dense=tableau.dense,
     )
     return xs[:, :n], xs[:, n:].reshape(-1, n, k), failed

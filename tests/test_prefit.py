@@ -10,8 +10,7 @@ from numpyro.infer import init_to_median
 
 import bayesbio as bb
 from bayesbio.errors import ModelError, OptionError
-from bayesbio.infer.nuts import _prefit_points
-from bayesbio.infer.prefit import svi_prefit
+from bayesbio.infer.prefit import prefit_points, svi_prefit
 
 # a posterior with scales 70 times apart, known exactly: mu | y is
 # Normal(mean(y) * k, NOISE / sqrt(N) * sqrt(k)) with k = 1 / (1 + NOISE^2 / (N * 10^2)) ~ 1,
@@ -53,11 +52,11 @@ def test_prefit_points_fall_back_to_the_mean_then_to_the_found_point():
 
     start = {"x": jnp.array([0.5, 2.0, -0.25])}
     found = ({"x": jnp.array([0.1, 0.2, 0.3])}, jnp.zeros(3), {"x": jnp.zeros(3)})
-    z, pe, grad = _prefit_points(potential, start, {"x": jnp.array(0.0)}, found)
+    z, pe, grad = prefit_points(potential, start, {"x": jnp.array(0.0)}, found)
     np.testing.assert_array_equal(z["x"], [0.5, 0.0, -0.25])  # chain 1: its draw fails -> mean
     np.testing.assert_array_equal(pe, [0.25, 0.0, 0.0625])
     np.testing.assert_array_equal(grad["x"], [1.0, 0.0, -0.5])
-    z, _, _ = _prefit_points(potential, start, {"x": jnp.array(5.0)}, found)
+    z, _, _ = prefit_points(potential, start, {"x": jnp.array(5.0)}, found)
     np.testing.assert_array_equal(z["x"], [0.5, 0.2, -0.25])  # mean fails too -> found point
 
 

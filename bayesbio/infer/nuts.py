@@ -57,7 +57,7 @@ from bayesbio.infer._common import (
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
-from bayesbio.infer.prefit import PREFITS, svi_prefit
+from bayesbio.infer.prefit import PREFITS, prefit_points, svi_prefit
 from bayesbio.ode import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "sample_nuts"]
@@ -125,30 +125,6 @@ def _one_chain(chunk):
     return run
 
 
-def _prefit_points(potential_fn, start, mean, found):
-    """Per chain: the pre-fit draw where its log density and gradient are finite, else the
-    pre-fit mean where that is, else the point NumPyro's init strategy ``found``."""
-
-    def at(z):
-        pe, grad = jax.value_and_grad(potential_fn)(z)
-        ok = jnp.isfinite(pe) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
-        return pe, grad, ok
-
-    pe_s, grad_s, ok_s = jax.vmap(at)(start)
-    pe_m, grad_m, ok_m = at(mean)
-
-    def pick(draw, avg, old):
-        shape = (-1,) + (1,) * (jnp.ndim(draw) - 1)
-        return jnp.where(ok_s.reshape(shape), draw, jnp.where(ok_m, avg[None], old))
-
-    z_old, pe_old, grad_old = found
-    return (
-        jax.tree_util.tree_map(pick, start, mean, z_old),
-        pick(pe_s, pe_m, pe_old),
-        jax.tree_util.tree_map(pick, grad_s, grad_m, grad_old),
-    )
-
-
 class _Sampler:
     """Compiled NUTS chunks for one model and data."""
 
@@ -195,7 +171,7 @@ class _Sampler:
             found.update(sample_kernel=sample_kernel)
             options = dict(self.options)
             if start is not None:
-                z, pe, grad = _prefit_points(potential_gen(data), start, mean, (z, pe, grad))
+                z, pe, grad = prefit_points(potential_gen(data), start, mean, (z, pe, grad))
                 options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if self.options["dense_mass"] else inverse_mass
 
             def init_one(param_info, key):

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["PREFITS", "Prefit", "svi_prefit"]
+__all__ = ["PREFITS", "Prefit", "prefit_points", "svi_prefit"]
 
 #: Accepted values of ``sample_nuts(prefit=...)`` and ``bayesbio fit --prefit``.
 PREFITS = ("none", "svi")
@@ -106,3 +106,27 @@ def svi_prefit(model, data, key, chains: int, *, init_strategy, latent, steps: i
     }
     return Prefit(start=start, inverse_mass=inverse_mass, mean=mean,
                   final_loss=float(np.nanmean(tail[np.isfinite(tail)])), seconds=time.perf_counter() - t0)
+
+
+def prefit_points(potential_fn, start, mean, found):
+    """Per chain: the pre-fit draw where its log density and gradient are finite, else the
+    pre-fit mean where that is, else the point NumPyro's init strategy ``found``."""
+
+    def at(z):
+        pe, grad = jax.value_and_grad(potential_fn)(z)
+        ok = jnp.isfinite(pe) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+        return pe, grad, ok
+
+    pe_s, grad_s, ok_s = jax.vmap(at)(start)
+    pe_m, grad_m, ok_m = at(mean)
+
+    def pick(draw, avg, old):
+        shape = (-1,) + (1,) * (jnp.ndim(draw) - 1)
+        return jnp.where(ok_s.reshape(shape), draw, jnp.where(ok_m, avg[None], old))
+
+    z_old, pe_old, grad_old = found
+    return (
+        jax.tree_util.tree_map(pick, start, mean, z_old),
+        pick(pe_s, pe_m, pe_old),
+        jax.tree_util.tree_map(pick, grad_s, grad_m, grad_old),
+    )
