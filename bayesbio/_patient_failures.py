@@ -39,7 +39,7 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
-from bayesbio.ode import _failure_context, _report_failure
+from bayesbio.ode import _count, _failure_context, _report_failure
 
 __all__ = ["recording_population_sizes", "report_patient_failures"]
 
@@ -72,18 +72,4 @@ def report_patient_failures(failed: jax.Array) -> None:
     ctx = _failure_context.get()
     if ctx is None or ctx.n_patients is None or failed.ndim != 1 or n != ctx.n_patients:
         return
-    if ctx.patient_counter is not None:
-        try:
-            ctx.patient_counter[...] += failed.astype(ctx.patient_counter.dtype)
-            return
-        except Exception:  # noqa: BLE001 - batched flags (a solve inside the model's own vmap)
-            pass
-    record = ctx.record_patients
-    if record is None:
-        return
-    chain, iteration = ctx.chain, ctx.iteration
-
-    def _emit(_):
-        jax.debug.callback(record, chain, iteration, failed)
-
-    jax.lax.cond(jnp.any(failed), _emit, lambda _: None, None)
+    _count(ctx.patient_counter, failed, ctx.record_patients, ctx.chain, ctx.iteration, failed, jnp.any(failed))

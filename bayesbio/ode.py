@@ -147,25 +147,32 @@ _failure_context: contextvars.ContextVar[_FailureContext | None] = contextvars.C
 )
 
 
+def _count(counter, increment, record, chain, iteration, payload, when) -> None:
+    """Add ``increment`` to the in-graph ``counter`` (a ``jax.Ref``) when there is one and JAX
+    accepts the add; otherwise, where ``when``, send ``record(chain, iteration, payload)`` to
+    the host (nothing without ``record``). Shared by the per-chain and per-patient tallies."""
+    if counter is not None:
+        try:
+            counter[...] += increment.astype(counter.dtype)
+            return
+        except Exception:  # noqa: BLE001
+            # JAX refuses to add a batched value (a solve inside the model's own jax.vmap) to
+            # the unbatched counter; such solves are counted by the host callback below.
+            pass
+    if record is None:
+        return
+
+    def _emit(_):
+        jax.debug.callback(record, chain, iteration, payload)
+
+    jax.lax.cond(when, _emit, lambda _: None, None)
+
+
 def _report_failure(failed: jax.Array) -> None:
     ctx = _failure_context.get()
     if ctx is None:
         return
-    if ctx.counter is not None:
-        try:
-            ctx.counter[...] += jnp.any(failed).astype(ctx.counter.dtype)
-            return
-        except Exception:  # noqa: BLE001
-            # JAX refuses to add a batched flag (a solve inside the model's own jax.vmap) to the
-            # unbatched per-chain counter; such solves are counted by the host callback below.
-            pass
-    chain, iteration = ctx.chain, ctx.iteration
-
-    def _emit(_):
-        jax.debug.callback(ctx.record, chain, iteration, failed)
-        return None
-
-    jax.lax.cond(failed, _emit, lambda _: None, None)
+    _count(ctx.counter, jnp.any(failed), ctx.record, ctx.chain, ctx.iteration, failed, failed)
 
 
 # --------------------------------------------------------------------------------------------
