@@ -316,6 +316,7 @@ def run_stan_worker(cfg: Mapping[str, Any], t_spawn: float, t_main: float) -> di
         num_samples=int(cfg["samples"]),
         delta=TARGET_ACCEPT,
         max_depth=MAX_TREE_DEPTH,
+        **({"init": [dict(point) for point in cfg["init"]]} if cfg.get("init") else {}),
     )
     t_drawn = time.time()
 
@@ -492,6 +493,8 @@ def run_bayesbio_worker(cfg: Mapping[str, Any], t_spawn: float, t_main: float) -
         "interpreter_start_seconds": t_main - t_spawn,
         "import_seconds": t_imported - t_main,
         "build_seconds": compile_seconds,
+        # part of build_seconds (the model's NUTS pre-fit, 0 without one)
+        "prefit_seconds": float(attrs.get("prefit_seconds", 0.0)),
         "warmup_seconds": float(attrs["warmup_seconds"]),
         "sampling_seconds": float(attrs["sampling_seconds"]),
         "postprocess_seconds": float(attrs.get("postprocess_seconds", float("nan"))),
@@ -811,9 +814,13 @@ def run_benchmark(
     notes: Sequence[str] = (),
     extra_settings: Mapping[str, Any] | None = None,
     quick_size: Mapping[str, int] | None = None,
+    stan_init: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict:
     """Run one benchmark on both sides (fresh worker processes) and write
-    ``<out-dir>/<name>[_quick].json`` and ``.md``. Returns the result dict."""
+    ``<out-dir>/<name>[_quick].json`` and ``.md``. Returns the result dict.
+
+    ``stan_init``: one dict of constrained initial values per chain for the Stan side (Stan's
+    own random start when None)."""
     size = run_size(args, quick_size)
     sides = {s.strip() for s in args.sides.split(",") if s.strip()}
     unknown = sides - {"bayesbio", "stan"}
@@ -877,6 +884,7 @@ def run_benchmark(
             "stan_file": str(stan_file),
             "stan_data": dict(stan_data),
             "stan_cache": args.stan_cache,
+            "init": [dict(point) for point in stan_init] if stan_init else None,
         }
         say(f"Stan, build ({args.stan_cache}) + sample ...")
         result["stan"] = spawn_worker(st_cfg, logs / f"{stem}_stan.log")

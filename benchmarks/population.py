@@ -22,6 +22,7 @@ patient plus its sensitivities), against N. Only the population parameters count
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +45,7 @@ DATA_SEED = 20240611
 COLUMNS = [
     ("N patients", "n_patients", "d"),
     ("side", "side", ""),
+    ("pre-fit s", "prefit_seconds", ".1f"),
     ("warm-up s", "warmup_seconds", ".1f"),
     ("sampling s", "sampling_seconds", ".1f"),
     ("min bulk ESS", "min_ess_bulk", ".0f"),
@@ -93,6 +95,43 @@ def simulate(n_patients: int, folder: Path) -> tuple[Path, dict]:
     return path, stan_data(table)
 
 
+def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]:
+    """The constrained points where bayesbio's chains start, one dict per chain, for Stan's ``init``.
+
+    Reproduces the start of ``bb.sample_nuts("theophylline", data_path, chains=chains,
+    seed=seed)``: the model's pre-fit (``nuts_prefit = "svi"``) with the same random stream,
+    then the same per-chain draw (or fall-back) that its chains start from. Stan's interface
+    takes initial values but no initial metric, so the Stan side starts at the same points with
+    its own unit metric.
+    """
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    from bayesbio.infer import nuts
+    from bayesbio.infer._common import FailureLog, prepare
+    from bayesbio.infer.prefit import svi_prefit
+
+    prepared = prepare("theophylline", str(data_path))
+    if prepared.spec.prefit != "svi":
+        raise SystemExit("models/theophylline.py no longer sets nuts_prefit = 'svi': update this benchmark")
+    sampler = nuts._Sampler(
+        prepared, log=FailureLog(), target_accept=common.TARGET_ACCEPT, dense_mass=False,
+        max_tree_depth=common.MAX_TREE_DEPTH, warmup=1,
+        init_strategy=prepared.spec.init_strategy or nuts.init_to_uniform(radius=2.0),
+    )
+    key = jax.random.PRNGKey(seed)
+    fitted = svi_prefit(sampler.model, data=prepared.data, key=jax.random.fold_in(key, nuts._PREFIT_STREAM),
+                        chains=chains, init_strategy=sampler.init_strategy, latent=prepared.latent)
+    states, _ = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
+    constrain = sampler.postprocess_gen(prepared.data)
+    starts = []
+    for c in range(chains):
+        point = constrain(jax.tree.map(lambda x: x[c], states.z))
+        starts.append({name: np.asarray(point[name]).tolist() for name in [*PARAMS, "eta_z"]})
+    return starts
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,6 +139,11 @@ def parser() -> argparse.ArgumentParser:
     common.add_arguments(p)
     p.add_argument("--sizes", default=None, help="comma-separated numbers of patients (default 10,100,1000,10000; --quick: 10,100,1000)")
     p.add_argument("--stan-max-n", type=int, default=1000, help="run Stan only up to this many patients (default 1000)")
+    p.add_argument(
+        "--stan-start", choices=["bayesbio", "stan"], default="bayesbio",
+        help="bayesbio (default): Stan's chains start at the points bayesbio's chains start from (its "
+        "pre-fit draws); stan: Stan's own uniform(-2, 2) start on the unconstrained scale",
+    )
     return p
 
 
@@ -111,6 +155,7 @@ def _side_row(n, side, res, params):
     return {
         "n_patients": n,
         "side": side,
+        "prefit_seconds": res.get("prefit_seconds"),
         "warmup_seconds": res.get("warmup_seconds"),
         "sampling_seconds": samp,
         "min_ess_bulk": ess,
@@ -160,6 +205,56 @@ def main(argv=None) -> dict:
         f"Data: `simulate_table(N, seed={DATA_SEED})` from `models/theophylline.py` (nlmixr2 Theoph estimates as "
         "truth, 4 mg/kg oral dose, 6–10 jittered samples per patient between 0.25 and 24 h).",
     ]
+    if args.stan_start == "bayesbio":
+        notes.append(
+            "Start: both sides' chains start at the same points, bayesbio's (the model's pre-fit draws, "
+            "`bayesbio_chain_starts`). bayesbio's warm-up also starts from the pre-fit's variances as its inverse "
+            "metric; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
+            "The pre-fit's seconds are in bayesbio's build time (and its own column), not in warm-up or sampling."
+        )
+    else:
+        notes.append("Start: each side's own (Stan: uniform(-2, 2) on the unconstrained scale; bayesbio: the model's "
+                     "pre-fit draws).")
+    def summarise():
+        # this run's sizes, plus per-N results of earlier runs with the same size, seed and start
+        # (e.g. Stan's side of small N and bayesbio's of large N run separately); the others are left out
+        merged = dict(runs)
+        for n in FULL_SIZES:
+            path = Path(args.out_dir) / f"{NAME}_N{n}{'_quick' if args.quick else ''}.json"
+            if n in merged or not path.exists():
+                continue
+            old = json.loads(path.read_text())
+            same = all(old["settings"].get(k) == v for k, v in size.items())
+            same = same and old["settings"].get("seed") == args.seed
+            same = same and old["settings"].get("stan_start", "stan") == args.stan_start
+            if same:
+                merged[n] = old
+        table, rows = [], []
+        for n, res in sorted(merged.items()):
+            bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS)
+            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS)
+            if bb_row and st_row and bb_row["ess_per_second"] and st_row["ess_per_second"]:
+                bb_row["speedup"] = bb_row["ess_per_second"] / st_row["ess_per_second"]
+            table += [r for r in (st_row, bb_row) if r]
+            for r in res["rows"]:
+                rows.append(dict(r, run=f"N={n}: {r['run']}"))
+        stem = f"{NAME}_quick" if args.quick else NAME
+        result = {
+            "benchmark": NAME,
+            "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan",
+            "quick": bool(args.quick),
+            "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
+                         "stan_max_n": args.stan_max_n, "stan_start": args.stan_start},
+            "machine": common.machine_info(),
+            "table": table,
+            "rows": rows,
+            "notes": notes,
+        }
+        common.write_json_atomic(Path(args.out_dir) / f"{stem}.json", result)
+        md = common.write_text_atomic(Path(args.out_dir) / f"{stem}.md", render(result))
+        print(f"wrote {md}", flush=True)
+        return result
+
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bayesbio-population-bench-") as tmp:
         for n in sizes:
@@ -171,6 +266,9 @@ def main(argv=None) -> dict:
                 continue
             sub = argparse.Namespace(**vars(args))
             sub.sides = ",".join(sides)
+            stan_init = None
+            if "stan" in sides and args.stan_start == "bayesbio":
+                stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed)
             runs[n] = common.run_benchmark(
                 sub,
                 name=f"{NAME}_N{n}",
@@ -181,32 +279,12 @@ def main(argv=None) -> dict:
                 stan_data=sdata,
                 params=PARAMS,
                 notes=notes,
-                extra_settings={"n_patients": n, "rtol": RTOL, "atol": ATOL, "max_steps": MAX_STEPS},
+                extra_settings={"n_patients": n, "rtol": RTOL, "atol": ATOL, "max_steps": MAX_STEPS,
+                                "stan_start": args.stan_start},
+                stan_init=stan_init,
             )
-    table, rows = [], []
-    for n, res in runs.items():
-        bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS)
-        st_row = _side_row(n, "Stan", res.get("stan"), PARAMS)
-        if bb_row and st_row and bb_row["ess_per_second"] and st_row["ess_per_second"]:
-            bb_row["speedup"] = bb_row["ess_per_second"] / st_row["ess_per_second"]
-        table += [r for r in (st_row, bb_row) if r]
-        for r in res["rows"]:
-            rows.append(dict(r, run=f"N={n}: {r['run']}"))
-    stem = f"{NAME}_quick" if args.quick else NAME
-    result = {
-        "benchmark": NAME,
-        "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan",
-        "quick": bool(args.quick),
-        "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": list(sizes),
-                     "stan_max_n": args.stan_max_n},
-        "machine": common.machine_info(),
-        "table": table,
-        "rows": rows,
-        "notes": notes,
-    }
-    common.write_json_atomic(Path(args.out_dir) / f"{stem}.json", result)
-    md = common.write_text_atomic(Path(args.out_dir) / f"{stem}.md", render(result))
-    print(f"wrote {md}")
+            summarise()  # after every N, so a run stopped later keeps the sizes done so far
+    result = summarise()
     print(render(result))
     return result
 
