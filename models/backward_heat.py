@@ -36,6 +36,10 @@ PRIOR = {"sigma": 1.0, "length_scale": 0.1}
 #: Settings of the bundled data set.
 SIMULATION = {"n": 128, "T": 0.002, "D": 1.0, "noise_sd": 0.01, "seed": 20240601}
 
+#: Simulation-based calibration (`bayesbio sbc`): every prior mode of the field is tested;
+#: 4 replications per vectorised batch.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
+
 dims = {"u0": ["x"], "u0_white": ["mode"], "u0_eta": ["mode"], "y": ["x"]}
 
 

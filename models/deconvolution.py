@@ -32,6 +32,10 @@ description = "Deconvolution: a 1-D signal from a Gaussian-blurred noisy recordi
 PRIOR = {"sigma": 1.0, "length_scale": 0.1}
 SIMULATION = {"n": 128, "width": 0.03, "noise_sd": 0.02, "seed": 20240602}
 
+#: Simulation-based calibration (`bayesbio sbc`): every prior mode of the field is tested;
+#: 4 replications per vectorised batch.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
+
 dims = {"u": ["x"], "u_white": ["mode"], "u_eta": ["mode"], "y": ["x"]}
 
 
