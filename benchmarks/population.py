@@ -110,7 +110,6 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]
     jax.config.update("jax_enable_x64", True)
     from bayesbio.infer import nuts
     from bayesbio.infer._common import FailureLog, prepare
-    from bayesbio.infer.prefit import svi_prefit
 
     prepared = prepare("theophylline", str(data_path))
     if prepared.spec.prefit != "svi":
@@ -121,8 +120,7 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]
         init_strategy=prepared.spec.init_strategy or nuts.init_to_uniform(radius=2.0),
     )
     key = jax.random.PRNGKey(seed)
-    fitted = svi_prefit(sampler.model, data=prepared.data, key=jax.random.fold_in(key, nuts._PREFIT_STREAM),
-                        chains=chains, init_strategy=sampler.init_strategy, latent=prepared.latent)
+    fitted = nuts._run_prefit(sampler, key, chains, "svi")
     states, _ = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
     constrain = sampler.postprocess_gen(prepared.data)
     starts = []

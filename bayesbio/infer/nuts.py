@@ -125,6 +125,16 @@ def _one_chain(chunk):
     return run
 
 
+def _run_prefit(sampler, key, chains, prefit):
+    """The pre-fit of a run seeded with ``key`` (None unless ``prefit == "svi"``)."""
+    if prefit != "svi":
+        return None
+    return svi_prefit(
+        sampler.model, data=sampler.prepared.data, key=jax.random.fold_in(key, _PREFIT_STREAM), chains=chains,
+        init_strategy=sampler.init_strategy, latent=sampler.prepared.latent,
+    )
+
+
 class _Sampler:
     """Compiled NUTS chunks for one model and data."""
 
@@ -410,13 +420,8 @@ def sample_nuts(
     )
     key = jax.random.PRNGKey(seed)
     prefit = prefit or prepared.spec.prefit or "none"
-    fitted = None
     # also on resume: chain groups that had not started when the run stopped start from it
-    if prefit == "svi":
-        fitted = svi_prefit(
-            sampler.model, data=prepared.data, key=jax.random.fold_in(key, _PREFIT_STREAM), chains=chains,
-            init_strategy=sampler.init_strategy, latent=prepared.latent,
-        )
+    fitted = _run_prefit(sampler, key, chains, prefit)
     # on the host: slicing chain groups then runs no device programs, and every chunk call sees
     # the same kind of input (pmap compiles again for its own sharded outputs as inputs)
     states, key_predictive = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
