@@ -34,7 +34,7 @@ SCALE_MPA = 0.5  # stress scale of the priors: rubber's shear modulus is a few t
 sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
 #: Laws whose SBC has been run; the others have no settings yet, so the slow SBC test skips
 #: them (costs and reasons in benchmarks/results/sbc/README.md).
-SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh3", "gent", "ogden1", "ogden2")
+SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh3", "gent", "demiray", "ogden1", "ogden2")
 #: Laws whose SBC chains start at the replication's truth (SBCSettings.init): Ogden-1's posterior
 #: has a second mode with the exponent's sign flipped, and single chains from the ordinary start
 #: stay trapped in it (the ordinary-start run fails: benchmarks/results/sbc/treloar_ogden1_init_model).
