@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--init", choices=("model", "truth"), help="where chains start: as `bayesbio fit` does "
                      "('model', default) or at each replication's true parameters ('truth': a start in the "
                      "stationary distribution; checks calibration but not warm-up from a distant start)")
+    sbc.add_argument("--prefit", choices=("none", "svi"), help="per chain, a mean-field SVI pre-fit before "
+                     "warm-up (default: the model script's `nuts_prefit`, as `bayesbio fit`)")
     sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
     sbc.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     sbc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -286,7 +288,7 @@ def _cmd_sbc(args, argv) -> int:
         args.model, args.data, seed=args.seed,
         progress=False if args.no_progress else (True if args.progress else None),
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
-        batch=args.batch, init=args.init,
+        batch=args.batch, init=args.init, prefit=args.prefit,
     )
     result.write(out, force=args.force, command=command)
     print(result.table().to_string(float_format=lambda v: f"{v:.3g}"))

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["PREFITS", "Prefit", "prefit_points", "svi_prefit"]
+__all__ = ["PREFITS", "Prefit", "prefit_points", "svi_fit_traced", "svi_prefit"]
 
 #: Accepted values of ``sample_nuts(prefit=...)`` and ``bayesbio fit --prefit``.
 PREFITS = ("none", "svi")
@@ -130,3 +130,29 @@ def prefit_points(potential_fn, start, mean, found):
         pick(pe_s, pe_m, pe_old),
         jax.tree_util.tree_map(pick, grad_s, grad_m, grad_old),
     )
+
+
+def svi_fit_traced(model, args, key, *, init_strategy, latent, steps: int = STEPS,
+                   learning_rate: float = LEARNING_RATE) -> tuple[dict, dict]:
+    """The pre-fit's mean-field fit as a pure, traceable function: ``(mean, scale)``, dicts of
+    site -> unconstrained-scale location and scale.
+
+    The same guide, optimiser, step count and skipping of non-finite updates as
+    :func:`svi_prefit`, written as a ``lax.scan`` so it can run inside a compiled (and
+    ``vmap``-ed) program, e.g. once per replication of SBC (:mod:`bayesbio.sbc.fit`). A new
+    guide is made per call: a guide keeps the first trace's values, which must not leak into
+    another trace.
+    """
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.optim import Adam
+
+    guide = AutoNormal(model, init_loc_fn=init_strategy, init_scale=0.1)
+    svi = SVI(model, guide, Adam(learning_rate), Trace_ELBO())
+    state = svi.init(key, *args)
+    state, _ = jax.lax.scan(lambda st, _: svi.stable_update(st, *args), state, None, length=steps)
+    params = svi.get_params(state)
+    missing = [n for n in latent if f"{n}_auto_loc" not in params]
+    if missing:
+        raise ValueError(f"pre-fit: latent site(s) {missing} are not in the variational fit")
+    return ({n: params[f"{n}_auto_loc"] for n in latent}, {n: params[f"{n}_auto_scale"] for n in latent})

@@ -15,7 +15,11 @@ domain, e.g. a Gent locking stretch ``Jm`` below the data's ``I1 - 3``), the cha
 a prior draw instead (``init_to_sample``): its truth is a prior draw too, so this start is as
 legitimate, and only fits that need it use it. With the setting ``init="truth"`` every chain
 starts at its replication's true parameters instead (see :class:`~bayesbio.sbc.SBCSettings`
-for what that does and does not check). Then NUTS adapts step size and mass matrix during
+for what that does and does not check). For a model whose script sets ``nuts_prefit = "svi"``
+(or with the setting ``prefit="svi"``), each chain first runs the mean-field SVI pre-fit, as
+:func:`bayesbio.sample_nuts` does, inside the compiled fit: it starts at a draw from that
+approximation (or its mean, or the point above, whichever first has a finite log density and
+gradient) and warm-up starts from its variances as the inverse mass matrix. Then NUTS adapts step size and mass matrix during
 warm-up and keeps every ``thin``-th draw.
 """
 
@@ -29,11 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.infer import init_to_sample, init_to_value
+from numpyro.infer import init_to_sample, init_to_uniform, init_to_value
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, find_valid_initial_params, initialize_model
 
 from bayesbio.infer._common import Prepared
+from bayesbio.infer.prefit import prefit_points, svi_fit_traced
 from bayesbio.sbc.settings import SBCSettings
 
 __all__ = ["BatchFitter", "FitResult"]
@@ -75,6 +80,8 @@ class BatchFitter:
             dynamic_args=True, model_args=(prepared.data, example_obs),
         )
         self._flat0, self._unravel = ravel_pytree(info.z)
+        self._latent = sorted(info.z)
+        self._prefit = settings.prefit or "none"
         self._potential_gen = potential_gen
         self._postprocess_gen = postprocess_gen
         self._init_kernel, self._sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
@@ -94,6 +101,21 @@ class BatchFitter:
         info, ok = find_valid_initial_params(key, self._conditioned, init_strategy=strategy, model_args=(data, obs),
                                              prototype_params=self._unravel(self._flat0))
         return ParamInfo(*info), ok
+
+    def _prefit_point(self, key, data, obs, found):
+        """The pre-fit's start (a draw, else its mean, else ``found``) and inverse mass diagonal."""
+        key_fit, key_draw = jax.random.split(key)
+        mean, scale = svi_fit_traced(self._conditioned, (data, obs), key_fit, latent=self._latent,
+                                     init_strategy=self._init_strategy or init_to_uniform(radius=2.0))
+        keys = jax.random.split(key_draw, len(self._latent))
+        start = {n: (mean[n] + scale[n] * jax.random.normal(k, jnp.shape(mean[n]), jnp.result_type(mean[n])))[None]
+                 for k, n in zip(keys, self._latent)}
+        lead = jax.tree_util.tree_map(lambda x: x[None], (found.z, found.potential_energy, found.z_grad))
+        z, pe, grad = jax.tree_util.tree_map(lambda x: x[0], prefit_points(self._potential_gen(data, obs), start,
+                                                                           mean, lead))
+        ok = jnp.isfinite(pe) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+        inverse_mass = jnp.clip(ravel_pytree(scale)[0], 1e-6, 1e3) ** 2
+        return ParamInfo(z, pe, grad), ok, inverse_mass
 
     def _uniform_point(self, key, data, obs):
         potential = self._potential_gen(data, obs)
@@ -122,13 +144,19 @@ class BatchFitter:
     def _one_chain(self, key, data, obs, truth=None):
         s = self.settings
         key_init, key_kernel = jax.random.split(key)
+        options = {}
         if truth is None:
             param_info, ok = self._initial_point(key_init, data, obs)
+            if self._prefit == "svi":
+                param_info, ok, inverse_mass = self._prefit_point(jax.random.fold_in(key_init, 1), data, obs,
+                                                                  param_info)
+                options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if s.dense_mass else inverse_mass
         else:  # settings.init == "truth": start at the replication's true parameters
             param_info, ok = self._strategy_point(key_init, data, obs, init_to_value(values=truth))
         state = self._init_kernel(
             param_info, s.warmup, model_args=(data, obs), rng_key=key_kernel,
             target_accept_prob=s.target_accept, dense_mass=s.dense_mass, max_tree_depth=s.max_tree_depth,
+            **options,
         )
         sample = self._sample_kernel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
     t0 = time.perf_counter()
     prepared = prepare(model, data)
     s = resolve_settings(prepared.spec.sbc, settings, model_name=prepared.spec.name)
+    if s.prefit is None:  # as `bayesbio fit`: the model script's pre-fit (recorded in the results)
+        s = dataclasses.replace(s, prefit=prepared.spec.prefit or "none")
     params = list(s.params) if s.params is not None else list(prepared.latent)
     unknown = [p for p in params if p not in prepared.latent]
     if unknown:

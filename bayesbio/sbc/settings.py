@@ -67,6 +67,13 @@ class SBCSettings:
         prior and the sampler's invariance, but no longer whether warm-up finds the posterior
         from elsewhere: a multimodal or slowly mixing posterior can pass this way and fail with
         ``"model"``, and such a failure is a real limit for users. Results record which was used.
+    prefit : {"none", "svi"} or None
+        With ``init="model"``: whether each chain first runs the mean-field SVI pre-fit of
+        :mod:`bayesbio.infer.prefit` (start at a draw from it, warm-up from its variances as
+        the inverse mass matrix), as :func:`bayesbio.sample_nuts` does for models whose script
+        sets ``nuts_prefit = "svi"``. None (default): the model script's ``nuts_prefit``, so SBC
+        checks the procedure ``bayesbio fit`` runs. Here the pre-fit runs inside the compiled
+        fit, once per chain and replication (:func:`bayesbio.infer.prefit.svi_fit_traced`).
     """
 
     reps: int = 100
@@ -83,6 +90,7 @@ class SBCSettings:
     alpha: float = 0.01
     max_prior_attempts: int = 20
     init: str = "model"
+    prefit: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -118,6 +126,10 @@ def _check(name: str, value: Any, origin: str) -> Any:
     if name == "init":
         if value not in ("model", "truth"):
             raise OptionError(f"{where} must be 'model' or 'truth'; got {value!r}")
+        return value
+    if name == "prefit":
+        if value is not None and value not in ("none", "svi"):
+            raise OptionError(f"{where} must be 'none' or 'svi'; got {value!r}")
         return value
     if name == "params":
         if value is None:
