@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--target-accept", type=_probability, default=0.8)
     fit.add_argument("--chain-method", choices=["auto", "vectorized", "sequential", "parallel"], default="auto",
                      help="how chains share the machine (default auto: one chain per CPU core)")
+    fit.add_argument("--dense-mass", choices=["auto", "yes", "no"], default="auto",
+                     help="NUTS mass matrix: dense (yes), diagonal (no), or auto: dense up to "
+                     "32 unconstrained parameters, diagonal above (default)")
     fit.add_argument("--prefit", choices=["none", "svi"], default=None,
                      help="NUTS: mean-field SVI pre-fit for starting points and the initial mass matrix "
                      "(default: the model's setting; on for the population models)")
@@ -216,6 +219,7 @@ def _cmd_fit(args) -> int:
             args.model, args.data, chains=args.chains, warmup=args.warmup, samples=args.samples,
             seed=args.seed, target_accept=args.target_accept, progress=progress,
             chain_method=args.chain_method, prefit=args.prefit,
+            dense_mass={"auto": "auto", "yes": True, "no": False}[args.dense_mass],
             checkpoint=str(ckpt) if (args.checkpoint_every or args.resume) else None,
             checkpoint_every=args.checkpoint_every, resume=args.resume,
             count_solver_failures=not args.no_failure_count,

@@ -475,7 +475,7 @@ def run_bayesbio_worker(cfg: Mapping[str, Any], t_spawn: float, t_main: float) -
         seed=int(cfg["seed"]),
         target_accept=TARGET_ACCEPT,
         max_tree_depth=MAX_TREE_DEPTH,
-        dense_mass=False,
+        dense_mass=cfg.get("dense_mass", "auto"),
         chain_method=cfg["chain_method"],
         progress=False,
     )
@@ -508,6 +508,7 @@ def run_bayesbio_worker(cfg: Mapping[str, Any], t_spawn: float, t_main: float) -
         "max_tree_depth_hits": int(np.asarray(stats["reached_max_treedepth"]).sum()),
         "mean_tree_depth": float(np.asarray(stats["tree_depth"]).mean()),
         "mean_step_size": float(np.asarray(stats["step_size"]).mean()),
+        "metric": attrs.get("metric"),
         "chain_method": cfg["chain_method"],
         "x64": int(attrs.get("x64", -1)),
         "platform": attrs.get("platform"),
@@ -625,6 +626,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "bayesbio time; the cached start-up column is then empty",
     )
     parser.add_argument(
+        "--no-diagonal-run",
+        action="store_true",
+        help="skip the extra bayesbio process with the diagonal metric (the like-for-like row "
+        "beside Stan's diag_e when bayesbio's default picks a dense metric)",
+    )
+    parser.add_argument(
         "--grad-calls", type=int, default=200, help="timed gradient calls on the bayesbio side"
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="folder of the result files")
@@ -734,6 +741,19 @@ STARTUP_COLUMNS = [
 ]
 
 
+def _metric_sentence(result: Mapping[str, Any]) -> str:
+    """Which mass matrix each side adapted (older results: diagonal on both sides)."""
+    metric = (result.get("bayesbio_cold") or {}).get("metric")
+    if metric is None or metric == "diagonal":
+        return "diagonal mass matrix on both sides;"
+    return (
+        f"mass matrix: Stan diagonal (`diag_e`, its default and the only adaptive metric PyStan 3 "
+        f"offers), bayesbio {metric} (its default `dense_mass=\"auto\"`: dense up to 32 "
+        f"unconstrained parameters); the row \"bayesbio, diagonal metric\" is the same run with "
+        f"bayesbio's metric forced to diagonal, like for like with Stan;"
+    )
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines = [f"# {result['title']}", ""]
@@ -741,8 +761,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         lines += ["> **Quick smoke run** (tiny chains): the numbers only show that the harness works.", ""]
     lines += [
         f"{s['chains']} chains × {s['warmup']} warm-up × {s['samples']} draws, seed {s['seed']}, "
-        f"target acceptance {s['target_accept']}, max tree depth {s['max_tree_depth']}, diagonal mass "
-        f"matrix on both sides; bayesbio chain method `{s['chain_method']}`, x64 = {s['x64']}; "
+        f"target acceptance {s['target_accept']}, max tree depth {s['max_tree_depth']}; "
+        + _metric_sentence(result)
+        + f" bayesbio chain method `{s['chain_method']}`, x64 = {s['x64']}; "
         f"Stan chains run concurrently (one process each).",
         "",
         f"Machine: {result['machine'].get('cpu_model', result['machine'].get('processor'))}, "
@@ -877,6 +898,14 @@ def run_benchmark(
                     {**bb_cfg, "cache_label": "warm"}, logs / f"{stem}_bayesbio_warm.log"
                 )
                 say(f"  done in {result['bayesbio_warm']['end_to_end_seconds']:.1f} s")
+        if result["bayesbio_cold"].get("metric") == "dense" and not args.no_diagonal_run:
+            with tempfile.TemporaryDirectory(prefix="bayesbio-bench-jax-cache-") as cache_dir:
+                say("bayesbio, diagonal metric, cold (empty JAX compilation cache) ...")
+                result["bayesbio_diagonal"] = spawn_worker(
+                    {**bb_cfg, "jax_cache_dir": cache_dir, "dense_mass": False, "cache_label": "cold (empty)"},
+                    logs / f"{stem}_bayesbio_diagonal.log",
+                )
+                say(f"  done in {result['bayesbio_diagonal']['end_to_end_seconds']:.1f} s")
     if "stan" in sides:
         st_cfg = {
             **common,
@@ -905,6 +934,7 @@ def run_benchmark(
             _row(stan_label, stan),
             _row("bayesbio (cold JIT cache)", cold),
             _row("bayesbio (warm JIT cache)", warm),
+            _row("bayesbio, diagonal metric (cold JIT cache)", result.get("bayesbio_diagonal")),
         )
         if r
     ]

@@ -66,6 +66,8 @@ def forwarded(args: argparse.Namespace) -> list[str]:
         argv.append("--quick")
     if args.no_warm_run:
         argv.append("--no-warm-run")
+    if args.no_diagonal_run:
+        argv.append("--no-diagonal-run")
     return argv
 
 

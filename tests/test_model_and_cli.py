@@ -153,6 +153,11 @@ def test_cli_rejects_zero_chains(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_cli_rejects_unknown_dense_mass_choice(tmp_path):
+    proc = run_cli("fit", "lotka_volterra", "--dense-mass", "maybe", cwd=tmp_path)
+    assert_usage_error(proc, "--dense-mass", "maybe")
+
+
 def test_cli_rejects_unknown_model(tmp_path):
     proc = run_cli("fit", "no_such_model", "--chains", "1", "--warmup", "1", "--samples", "1", cwd=tmp_path)
     assert_usage_error(proc, "no_such_model")
@@ -180,6 +185,7 @@ def test_cli_fit_writes_netcdf_and_refuses_to_overwrite(tmp_path):
     assert theta.shape == (2, 100, 4)
     assert list(theta["parameter"].values) == ["alpha", "beta", "gamma", "delta"]
     assert idata.posterior.attrs["method"] == "nuts"
+    assert idata.posterior.attrs["metric"] == "dense"  # --dense-mass auto: 8 parameters <= 32
     assert "solver_failures" in idata.sample_stats
     assert np.all(np.isfinite(theta.values))
     idata.close()

@@ -135,13 +135,13 @@ def analyse(idata, *, loo: bool = True) -> Analysis:
     findings: list[Finding] = []
     if method not in APPROXIMATIONS:
         findings += _check_divergences(idata, settings)
-        findings += _check_rhat_ess(summary)
+        findings += _check_rhat_ess(summary, attrs.get("metric"))
         findings += _check_treedepth(idata, settings)
         findings += _check_bfmi(idata)
     findings += _check_approximation(idata, method, importance_k)
     findings += _check_solver(idata, method)
     findings += _check_loo(loo_result)
-    findings += _check_pairs(pairs)
+    findings += _check_pairs(pairs, attrs.get("metric"))
     if loo_error:
         findings.append(Finding("PSIS-LOO", "note", f"could not be computed ({loo_error})."))
     return Analysis(

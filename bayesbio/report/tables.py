@@ -230,6 +230,7 @@ def run_info(idata) -> dict[str, Any]:
     info["wall_times"] = times
     extra = {}
     for key in (
+        "metric",
         "gradient_evaluations",
         "warmup_solver_failures",
         "converged",

@@ -108,6 +108,13 @@ def _settings(attrs) -> dict[str, Any]:
     return out if isinstance(out, dict) else {"settings": out}
 
 
+def _metric_advice(metric) -> str:
+    """The mass-matrix remedy for correlated parameters, unless the run already used it."""
+    if metric == "dense":
+        return "the run already adapted a dense mass matrix"
+    return "sample_nuts(..., dense_mass=True) adapts a dense mass matrix"
+
+
 def _stats(idata):
     return idata.sample_stats if hasattr(idata, "sample_stats") else None
 
@@ -169,7 +176,7 @@ def _check_divergences(idata, settings) -> list[Finding]:
     ]
 
 
-def _check_rhat_ess(summary: pd.DataFrame | None) -> list[Finding]:
+def _check_rhat_ess(summary: pd.DataFrame | None, metric: str | None = None) -> list[Finding]:
     if summary is None:
         return []
     out = []
@@ -206,7 +213,7 @@ def _check_rhat_ess(summary: pd.DataFrame | None) -> list[Finding]:
                     + ("Posterior means and intervals" if kind == "bulk" else "Tail quantiles and intervals")
                     + " are estimated with a large Monte-Carlo error.",
                     "run longer (more draws per chain or more chains); a very low ESS with long trees points "
-                    "to strong correlations: consider reparameterising or dense_mass=True.",
+                    f"to strong correlations: consider reparameterising ({_metric_advice(metric)}).",
                 )
             )
     return out
@@ -238,7 +245,8 @@ def _check_treedepth(idata, settings) -> list[Finding]:
             f"{100 * worst:.1f}%). The trajectories were cut short: sampling is inefficient and may explore "
             "the posterior poorly.",
             "raise max_tree_depth (e.g. sample_nuts(..., max_tree_depth=12)) or, better, reparameterise "
-            "(rescale parameters to order one, non-centred forms, or dense_mass=True for correlated ones).",
+            "(rescale parameters to order one, non-centred forms; for correlated ones "
+            f"{_metric_advice(idata.posterior.attrs.get('metric') if hasattr(idata, 'posterior') else None)}).",
         )
     ]
 
@@ -402,7 +410,7 @@ def _check_loo(loo: LooResult | None) -> list[Finding]:
     ]
 
 
-def _check_pairs(pairs) -> list[Finding]:
+def _check_pairs(pairs, metric: str | None = None) -> list[Finding]:
     strong = [(a, b, r) for a, b, r in pairs if abs(r) > CORRELATION_NOTE]
     if not strong:
         return []
@@ -414,8 +422,8 @@ def _check_pairs(pairs) -> list[Finding]:
             + "; ".join(f"{a} and {b} (r = {r:+.2f})" for a, b, r in strong)
             + ". The data constrain a combination of these better than each one (or one is a deterministic "
             "function of the other).",
-            "if unintended, reparameterise in the well-identified combination, add data that separate them, "
-            "or use dense_mass=True.",
+            "if unintended, reparameterise in the well-identified combination or add data that separate them "
+            f"({_metric_advice(metric)}).",
         )
     ]
 
