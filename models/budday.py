@@ -36,7 +36,7 @@ SCALE_KPA = 1.0
 sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
 #: Laws whose SBC has been run; the others have no settings yet, so the slow SBC test skips
 #: them (costs and reasons in benchmarks/results/sbc/README.md).
-SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh2", "gent", "demiray")
+SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh2", "gent", "demiray", "ogden1")
 
 variants = {f"budday_{law}": f"Budday (2017) human brain, 4 regions, tension/compression + shear: "
             f"{bbc.law(law).description}" for law in LAWS}
