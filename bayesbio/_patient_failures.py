@@ -26,7 +26,7 @@ per-chain counter; when JAX refuses the in-graph add (a solve inside the model's
 ``jax.vmap``) or there is no counter (vectorised chains), through a host callback into
 ``record_patients`` (:meth:`bayesbio.infer._common.FailureLog.record_patients`). Vectorised
 chains therefore count per patient by host callback, with the same over-count as their chain
-count (:func:`bayesbio.sample_nuts`); the sequential and pmap-parallel chains keep the sampler
+count (:func:`bayesbio.sample_nuts`); the sequential and parallel (threaded) chains keep the sampler
 program free of host callbacks. SVI and Laplace fits count per chain only.
 """
 

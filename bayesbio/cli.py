@@ -353,8 +353,9 @@ class _UsageError(Exception):
 
 
 def _expose_cpu_cores(minimum: int | None = None) -> None:
-    """One JAX CPU device per core (at least ``minimum``: ``--devices N``), so chains can run
-    in parallel.
+    """One JAX CPU device per core (at least ``minimum``: ``--devices N``), so a population's
+    patients can be sharded over the cores (``--devices``); parallel chains run as threads on
+    one device and need none of this.
 
     JAX reads XLA_FLAGS when its backend starts (the first device query), not at import, so
     this works as long as nothing has touched a device yet; a flag the user set wins."""

@@ -523,10 +523,9 @@ def run_bayesbio_worker(cfg: Mapping[str, Any], t_spawn: float, t_main: float) -
         "measured: value_and_grad inside one compiled loop over posterior draws (one chain); "
         "the median of separate jitted calls, which adds Python dispatch, is one_gradient.median_seconds"
     )
-    # chains that run at the same time: one per device with chain_method parallel, else one
-    # stream of gradients (vectorised chains count as one stream of wider gradients)
-    settings = json.loads(attrs.get("settings", "{}"))
-    concurrent = min(int(cfg["chains"]), jax.local_device_count()) if settings.get("chain_method") == "parallel" else 1
+    # chains that run at the same time: the parallel workers (one chain per core with chain_method
+    # parallel), else one stream of gradients (vectorised chains count as one stream of wider gradients)
+    concurrent = int(attrs.get("parallel_workers", 1))
     result["concurrent_chains"] = concurrent
     evals = result["gradient_evaluations"]
     result["overhead_ratio"] = (

@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bayesbio as bb
-from bayesbio.infer import nuts
+from bayesbio.infer import _driver, nuts
 from bayesbio.population import bolus, make_batch, patient, solve_population
 
 TS = np.array([0.5, 1.0, 2.0])
@@ -146,20 +146,22 @@ class _Stop(Exception):
 def _interrupted_then_resumed(path, monkeypatch):
     """The run stopped right after its third checkpoint (chain 1 after 50 warm-up iterations,
     chain 0 done), then resumed from it."""
-    real, saved = nuts.save_checkpoint, []
+    real, saved = _driver.save_checkpoint, []
 
     def save_then_stop(file, payload):
         real(file, payload)
-        saved.append((payload["group"], payload["done"]))
+        # sequential chains: one group (chain) in progress, at a chunk boundary
+        (running,) = [(gi, g["done"]) for gi, g in payload["groups"].items() if g["state"] is not None]
+        saved.append(running)
         if len(saved) == 3:
             raise _Stop
 
-    monkeypatch.setattr(nuts, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(_driver, "save_checkpoint", save_then_stop)
     options = dict(RUN, progress=False, checkpoint=str(path), checkpoint_every=50)
     with pytest.raises(_Stop):
         bb.sample_nuts(blowup_population, blowup_data(), **options)
     assert saved == [(0, 50), (0, 110), (1, 50)]
-    monkeypatch.setattr(nuts, "save_checkpoint", real)
+    monkeypatch.setattr(_driver, "save_checkpoint", real)
     return bb.sample_nuts(blowup_population, blowup_data(), resume=True, **options)
 
 

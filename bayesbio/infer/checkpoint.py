@@ -28,8 +28,11 @@ from bayesbio.errors import OptionError
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
 # 2: per-iteration solver-failure counts in the draws, warm-up failures per chain;
-# 3: per-patient failure counts of population models (host tally and in-graph totals)
-_FORMAT = 3
+# 3: per-patient failure counts of population models (host tally and in-graph totals);
+# 4: progress per group of chains (groups may run side by side: bayesbio.infer._driver)
+_FORMAT = 4
+#: per group: the entries holding arrays
+_GROUP_ARRAYS = ("state", "collected", "kept")
 
 
 def _to_numpy(tree):
@@ -39,8 +42,10 @@ def _to_numpy(tree):
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (pytrees of arrays and plain values) atomically to ``path``."""
     path = Path(path)
-    data = {"format": _FORMAT, **{k: _to_numpy(v) if k in ("state", "collected", "kept") else v
-                                  for k, v in payload.items()}}
+    data = {"format": _FORMAT, **payload}
+    if "groups" in payload:
+        data["groups"] = {gi: {k: _to_numpy(v) if k in _GROUP_ARRAYS else v for k, v in group.items()}
+                          for gi, group in payload["groups"].items()}
 
     def write(tmp):
         with open(tmp, "wb") as fh:
@@ -60,8 +65,13 @@ def load_checkpoint(path: str | os.PathLike, *, expect: dict[str, Any]) -> dict[
             data = pickle.load(fh)
     except Exception as exc:
         raise OptionError(f"resume: checkpoint '{path}' cannot be read ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise OptionError(f"resume: '{path}' is not a bayesbio checkpoint of format {_FORMAT}")
+    if not isinstance(data, dict) or "format" not in data:
+        raise OptionError(f"resume: '{path}' is not a bayesbio checkpoint")
+    if data["format"] != _FORMAT:
+        raise OptionError(
+            f"resume: checkpoint '{path}' has format {data['format']!r}, written by another bayesbio "
+            f"version; this version reads format {_FORMAT}: run again without resume"
+        )
     for key, value in expect.items():
         if data.get(key) != value:
             raise OptionError(

@@ -8,8 +8,8 @@ count), so there is exactly one compilation per run.
 Chain methods:
 
 ``"auto"`` (default)
-    ``"parallel"`` when JAX sees several local devices (the CLI exposes one CPU device per
-    core), else ``"sequential"``. On a 2-core CPU, lockstep vectorised chains measured slower
+    ``"parallel"`` when there are several CPU cores (or local accelerators) and several
+    chains, else ``"sequential"``. On a 2-core CPU, lockstep vectorised chains measured slower
     than one chain per core, because every iteration waits for the longest NUTS trajectory
     (``benchmarks/README.md``).
 ``"vectorized"``
@@ -18,15 +18,16 @@ Chain methods:
 ``"sequential"``
     one chain after the other, one compilation;
 ``"parallel"``
-    chains spread over the local devices with ``pmap`` (set
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts to get N CPU
-    devices); groups of ``n_devices`` chains run one after the other.
+    chains run side by side, one per CPU core (one per accelerator where there are several):
+    worker threads each take the next chain and run it through the same compiled program as
+    ``"sequential"``, so the draws equal a sequential run's, bit for bit, and no chain waits for
+    another (:mod:`bayesbio.infer._driver`).
 
 Devices (``devices=`` / ``mesh=``, :mod:`bayesbio.parallel`): the run happens under a
 ``("chains", "patients")`` device mesh made active with :func:`jax.set_mesh`. Population
 solves shard their patients over ``"patients"`` (:mod:`bayesbio.population.sharding`);
 ``"parallel"`` then runs one chain per row of devices along ``"chains"``
-(:class:`bayesbio.parallel.ChainRows` instead of ``pmap``), and ``"auto"`` means ``"parallel"`` when that axis
+(:class:`bayesbio.parallel.ChainRows` instead of threads on one device), and ``"auto"`` means ``"parallel"`` when that axis
 is longer than 1, else ``"sequential"``.
 """
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,10 @@ from bayesbio.infer._common import (
     run_attrs,
     show_progress,
 )
+from bayesbio.infer._driver import run_groups, tree_concat, tree_index
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
-from bayesbio.infer.checkpoint import load_checkpoint, save_checkpoint
+from bayesbio.infer.checkpoint import load_checkpoint
 from bayesbio.infer.prefit import PREFITS, prefit_points, svi_prefit
 from bayesbio.ode import _failure_context, _FailureContext
 
@@ -81,14 +82,6 @@ CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
 _IN_GRAPH_FAILURES = True
 #: stream of the run's key reserved for the pre-fit (the other streams are unchanged by it)
 _PREFIT_STREAM = 0x5F17
-
-
-def _tree_index(tree, i):
-    return jax.tree_util.tree_map(lambda x: x[i], tree)
-
-
-def _tree_concat(trees, axis):
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=axis), *trees)
 
 
 def _counting_model(model, log, n_patients=None):
@@ -131,10 +124,29 @@ def _one_chain(chunk):
     works (JAX does not support state effects in a ``vmap`` of ``cond``)."""
 
     def run(state, chain, n_active, data):
-        out = chunk(_tree_index(state, 0), chain[0], n_active, data)
+        out = chunk(tree_index(state, 0), chain[0], n_active, data)
         return jax.tree_util.tree_map(lambda x: x[None], out)
 
     return run
+
+
+def parallel_workers() -> int:
+    """Chains that ``chain_method="parallel"`` runs side by side: the CPU cores this process may
+    use on a CPU backend, else the local accelerators."""
+    if jax.default_backend() == "cpu":
+        import os
+
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return jax.local_device_count()
+
+
+def _worker_devices(workers: int) -> list:
+    """The device of each parallel worker: on CPUs all share the default device (XLA's CPU client
+    runs calls from several threads on their own cores, and one compiled program serves every
+    worker); accelerators get one device each."""
+    if jax.default_backend() == "cpu":
+        return [None] * workers
+    return list(jax.local_devices()[:workers])
 
 
 def _run_prefit(sampler, key, chains, prefit):
@@ -420,7 +432,7 @@ def sample_nuts(
     if chain_method == "auto" and active is not None:
         chain_method = "parallel" if chain_width > 1 and chains > 1 else "sequential"
     if chain_method == "auto":
-        chain_method = "parallel" if jax.local_device_count() > 1 and chains > 1 else "sequential"
+        chain_method = "parallel" if parallel_workers() > 1 and chains > 1 else "sequential"
     if (checkpoint_every is not None or resume) and checkpoint is None:
         raise OptionError("'checkpoint' (a file path) is required with checkpoint_every or resume")
     if checkpoint_every is not None:
@@ -430,7 +442,7 @@ def sample_nuts(
     prepared = prepare(model, data, dims=dims, coords=coords)
     log = FailureLog(warmup=warmup) if count_solver_failures else None
     # failures counted inside the compiled chunk (no host callback: the chunk can come from JAX's
-    # persistent cache) wherever a chunk runs one chain unbatched: "sequential" and pmap "parallel"
+    # persistent cache) wherever a chunk runs one chain unbatched: "sequential" and threaded "parallel"
     in_graph = _IN_GRAPH_FAILURES and (chain_method == "sequential" or (chain_method == "parallel" and active is None))
     sampler = _Sampler(
         prepared, log=log, target_accept=target_accept, dense_mass=dense_mass,
@@ -442,44 +454,57 @@ def sample_nuts(
     prefit = prefit or prepared.spec.prefit or "none"
     # also on resume: chain groups that had not started when the run stopped start from it
     fitted = _run_prefit(sampler, key, chains, prefit)
-    # on the host: slicing chain groups then runs no device programs, and every chunk call sees
-    # the same kind of input (pmap compiles again for its own sharded outputs as inputs)
+    # on the host: slicing chain groups then runs no device programs
     states, key_predictive = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
     chunk = sampler.chunk_fn(chunk_size)
     data = prepared.data
     chain_ids = np.arange(chains, dtype=np.int32)
-
+    rows = chain_method == "parallel" and active is not None  # one chain per row of the mesh
+    workers = 1  # groups of chains running side by side (threads of the driver)
     if chain_method == "vectorized":
         groups = [np.arange(chains)]
         mapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
-    elif chain_method == "parallel" and active is not None:  # one chain per device group
+    elif rows:
         from bayesbio.parallel import ChainRows, chain_groups
 
         groups = chain_groups(chains, active)
         mapped = ChainRows(jax.vmap(chunk, in_axes=(0, 0, None, None)), active)
-    elif chain_method == "parallel":
-        n_dev = jax.local_device_count()
-        groups = [np.arange(chains)[i : i + n_dev] for i in range(0, chains, n_dev)]
-        mapped = jax.pmap(chunk, in_axes=(0, 0, None, None))
-    else:
+    else:  # "sequential", or "parallel": one chain per group, `workers` groups at a time
         groups = [np.array([c]) for c in range(chains)]
         mapped = _one_chain(chunk)
+        if chain_method == "parallel":
+            workers = min(chains, parallel_workers())
+    devices = _worker_devices(workers) if chain_method == "parallel" and not rows else [None]
+    placed = {None: data}  # the data on each worker's device
+
+    def on(device, tree):
+        return tree if device is None else jax.device_put(tree, device)
 
     compiled = {}
 
-    def compile_for(size):
-        if size not in compiled:
-            example = _tree_index(states, slice(0, size))
-            if chain_method == "parallel":
-                compiled[size] = mapped  # pmap (or ChainRows) compiles on first call
+    def compile_for(size, device):
+        if (size, device) not in compiled:
+            example = tree_index(states, slice(0, size))
+            if rows:
+                compiled[size, device] = mapped  # ChainRows compiles on first call
                 jax.block_until_ready(mapped(example, chain_ids[:size], np.int32(0), data))
             else:
-                compiled[size] = jax.jit(mapped).lower(example, chain_ids[:size], np.int32(0), data).compile()
-        return compiled[size]
+                placed.setdefault(device, on(device, data))
+                args = on(device, (example, chain_ids[:size], np.int32(0)))
+                compiled[size, device] = jax.jit(mapped).lower(*args, placed[device]).compile()
+        return compiled[size, device]
 
     for g in groups:
-        compile_for(len(g))
+        for device in dict.fromkeys(devices):
+            compile_for(len(g), device)
     t_compiled = time.perf_counter()
+
+    def call(worker, state, g, n):
+        device = devices[worker % len(devices)]
+        fn = compile_for(len(g), device)
+        ids = chain_ids[int(g[0]) : int(g[-1]) + 1]
+        state, out = fn(*on(device, (state, ids, np.int32(n))), placed[device])
+        return state, jax.device_get(out)
 
     total = warmup + samples
     use_bar = show_progress(progress)
@@ -489,14 +514,6 @@ def sample_nuts(
 
         bar = tqdm(total=total * len(groups), desc=f"NUTS {chain_method} x{chains}", unit="it")
 
-    warmup_seconds = 0.0
-    sampling_seconds = 0.0
-    kept: list[Any] = []  # per group: dict of (group_chains, samples, ...)
-    start_group, start_done, start_state, start_collected = 0, 0, None, []
-    warmup_counted = np.zeros(chains, dtype=np.int64)  # in-graph failures during warm-up, per chain
-    # in-graph per-patient failures (population models), per phase: (chains, patients)
-    patients_counted = {phase: np.zeros((chains, sampler.n_patients or 0), dtype=np.int64)
-                        for phase in ("warmup", "sampling")}
     identity = dict(
         model=prepared.spec.name, data_fingerprint=prepared.fingerprint, seed=seed,
         settings=dict(chains=chains, warmup=warmup, samples=samples, target_accept=target_accept,
@@ -505,74 +522,34 @@ def sample_nuts(
     )
     if active is not None:  # the mesh shape is part of a run's identity (checkpoints, attrs)
         identity["settings"]["mesh"] = {str(k): int(v) for k, v in dict(active.shape).items()}
+    saved = None
     if resume:
         saved = load_checkpoint(checkpoint, expect=identity)
-        start_group, start_done = saved["group"], saved["done"]
-        start_state, start_collected, kept = saved["state"], list(saved["collected"]), list(saved["kept"])
-        warmup_seconds, sampling_seconds = saved["warmup_seconds"], saved["sampling_seconds"]
         if log is not None:
             log.counts.update(saved["failures"])
             log.patient_counts.update(saved["patient_failures"])
-        warmup_counted = np.asarray(saved["warmup_failures"], dtype=np.int64)
-        patients_counted = {
-            k: np.asarray(v, dtype=np.int64) for k, v in saved["patient_failures_counted"].items()
-        }
         if bar is not None:
-            bar.update(start_group * total + start_done)
-    since_checkpoint = 0
-    for gi, g in enumerate(groups):
-        if gi < start_group:
-            continue
-        fn = compile_for(len(g))
-        state = _tree_index(states, slice(int(g[0]), int(g[-1]) + 1))
-        ids = chain_ids[int(g[0]) : int(g[-1]) + 1]
-        collected = []
-        done = 0
-        if gi == start_group and start_state is not None:
-            state = start_state
-            collected, done = start_collected, start_done
-        while done < total:
-            # chunks never straddle the warm-up/sampling boundary, so timings are exact
-            boundary = warmup if done < warmup else total
-            n = min(chunk_size, boundary - done)
-            t0 = time.perf_counter()
-            state, out = fn(state, ids, np.int32(n), data)
-            if chain_method == "parallel":  # host arrays in, as at compilation: no second compile
-                state, out = jax.device_get((state, out))
-            else:
-                out = jax.device_get(out)
-            dt = time.perf_counter() - t0
-            if "patient_failures" in out:  # per chain, not per iteration: kept apart from the draws
-                out = dict(out)
-                phase = "warmup" if done < warmup else "sampling"
-                patients_counted[phase][int(g[0]) : int(g[-1]) + 1] += np.asarray(out.pop("patient_failures"))
-            if done < warmup:
-                warmup_seconds += dt
-                if "failures" in out:
-                    warmup_counted[int(g[0]) : int(g[-1]) + 1] += np.asarray(out["failures"])[:, :n].sum(axis=1)
-            else:
-                sampling_seconds += dt
-                collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
-            done += n
-            since_checkpoint += n
-            if bar is not None:
-                bar.update(n)
-            if checkpoint_every is not None and since_checkpoint >= checkpoint_every and done < total:
-                if log is not None:
-                    jax.effects_barrier()
-                save_checkpoint(checkpoint, dict(
-                    identity, group=gi, done=done, state=state, collected=collected, kept=kept,
-                    warmup_seconds=warmup_seconds, sampling_seconds=sampling_seconds,
-                    failures=dict(log.counts) if log is not None else {},
-                    warmup_failures=warmup_counted.copy(),
-                    patient_failures=dict(log.patient_counts) if log is not None else {},
-                    patient_failures_counted={k: v.copy() for k, v in patients_counted.items()},
-                ))
-                since_checkpoint = 0
-        kept.append(_tree_concat(collected, axis=1))
+            bar.update(sum(int(p["done"]) for p in saved["groups"].values()))
+
+    def failure_tallies():  # the host-side tallies, for a checkpoint
+        if log is None:
+            return dict(failures={}, patient_failures={})
+        jax.effects_barrier()
+        return dict(failures=dict(log.counts), patient_failures=dict(log.patient_counts))
+
+    result = run_groups(
+        groups=groups, call=call,
+        initial_state=lambda gi: tree_index(states, slice(int(groups[gi][0]), int(groups[gi][-1]) + 1)),
+        warmup=warmup, total=total, chunk_size=chunk_size, workers=workers, n_chains=chains,
+        n_patients=sampler.n_patients, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint_extra=failure_tallies, identity=identity, resumed=saved,
+        on_chunk=bar.update if bar is not None else None,
+    )
     if bar is not None:
         bar.close()
-    draws = _tree_concat(kept, axis=0)
+    warmup_seconds, sampling_seconds = result.warmup_seconds, result.sampling_seconds
+    warmup_counted, patients_counted = result.warmup_failures, result.patient_failures
+    draws = tree_concat(result.kept, axis=0)
 
     posterior = sampler.constrain(draws["z"])
     counted = log if log is not None else FailureLog()  # an empty tally when not counting
@@ -605,6 +582,7 @@ def sample_nuts(
     settings = identity["settings"]
     attrs = run_attrs(prepared, "nuts", settings, seed, timings)
     attrs["gradient_evaluations"] = int(num_steps.sum())
+    attrs["parallel_workers"] = workers
     attrs["metric"] = "dense" if sampler.dense_mass else "diagonal"
     attrs["warmup_solver_failures"] = int(warmup_failures.sum())
     attrs["solver_failures_counted"] = int(count_solver_failures)
