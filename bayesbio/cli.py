@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "stationary distribution; checks calibration but not warm-up from a distant start)")
     sbc.add_argument("--prefit", choices=("none", "svi"), help="per chain, a mean-field SVI pre-fit before "
                      "warm-up (default: the model script's `nuts_prefit`, as `bayesbio fit`)")
+    sbc.add_argument("--dense-mass", choices=("yes", "no"),
+                     help="NUTS mass matrix of each fit: dense or diagonal (default: the model's `sbc` "
+                     "settings, else diagonal)")
     sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
     sbc.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     sbc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -293,6 +296,7 @@ def _cmd_sbc(args, argv) -> int:
         progress=False if args.no_progress else (True if args.progress else None),
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
         batch=args.batch, init=args.init, prefit=args.prefit,
+        dense_mass=None if args.dense_mass is None else args.dense_mass == "yes",
     )
     result.write(out, force=args.force, command=command)
     print(result.table().to_string(float_format=lambda v: f"{v:.3g}"))

@@ -12,28 +12,15 @@ import pickle
 import threading
 import time
 
-import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
+from test_inference import DECAY_DATA as DATA
+from test_inference import decay_model
 
 import bayesbio as bb
 from bayesbio.errors import OptionError
 from bayesbio.infer import _driver, nuts
 
-
-def decay_model(data):
-    k = numpyro.sample("k", dist.LogNormal(0.0, 1.0))
-    sigma = numpyro.sample("sigma", dist.LogNormal(-2.0, 0.5))
-    y = bb.solve(lambda t, y, k: -k * y, jnp.array([10.0]), data["ts"], k)
-    bb.observe("y", bb.LogNormalNoise(y[:, 0], sigma), obs=data["y"])
-
-
-DATA = {
-    "ts": np.array([0.5, 1.0, 2.0, 3.0, 5.0]),
-    "y": 10.0 * np.exp(-0.4 * np.array([0.5, 1.0, 2.0, 3.0, 5.0])) * np.array([1.05, 0.97, 1.02, 0.96, 1.04]),
-}
 RUN = dict(chains=4, warmup=40, samples=40, seed=7, chunk_size=10, progress=False)
 
 
