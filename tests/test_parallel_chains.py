@@ -8,9 +8,13 @@ checkpoint and a resume.
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +165,35 @@ def test_checkpoint_of_another_format_is_a_clear_error(tmp_path):
         pickle.dump({"format": 3}, fh)
     with pytest.raises(OptionError, match="format 3.*run again without resume"):
         bb.sample_nuts(decay_model, DATA, chain_method="sequential", checkpoint=str(ckpt), resume=True, **RUN)
+
+
+DEVICES_RUN = r"""
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import bayesbio as bb
+from bayesbio.infer import nuts
+sys.path.insert(0, sys.argv[1])
+from test_inference import DECAY_DATA, decay_model
+assert jax.local_device_count() == 2
+kwargs = dict(chains=4, warmup=30, samples=30, seed=7, chunk_size=10, progress=False)
+a = bb.sample_nuts(decay_model, DECAY_DATA, chain_method="sequential", **kwargs)
+# the accelerator path: one device per worker, a program compiled for each
+nuts.parallel_workers = lambda: 2
+nuts._worker_devices = lambda workers: list(jax.local_devices()[:workers])
+b = bb.sample_nuts(decay_model, DECAY_DATA, chain_method="parallel", **kwargs)
+for var in ("k", "sigma"):
+    np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
+np.testing.assert_array_equal(a.sample_stats["lp"].values, b.sample_stats["lp"].values)
+print("ok", b.posterior.attrs["parallel_workers"])
+"""
+
+
+def test_parallel_workers_on_their_own_devices_draw_what_sequential_chains_draw():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", DEVICES_RUN, tests], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok 2"
