@@ -480,11 +480,11 @@ NOTES = [
     "The backward_heat model applies the heat semigroup matrix-free (`heat_semigroup_apply`, two "
     "matrix-vector products per evaluation instead of forming the 128 × 128 semigroup from the traced T and D: "
     "gradient 0.076 → 0.016 ms)."),
-    ("Chain methods: `auto` runs one chain per core (`parallel`, 2 CPU devices, two groups of 2 chains); "
-    "`vectorized` runs the 4 chains in lockstep in one program on one core. On this shared machine the "
-    "vectorised rows are faster: a `pmap` step needs both cores at once, which a loaded machine rarely gives. "
-    "Both methods start from the same keys; rounding differences between the two compiled programs make the "
-    "chains drift apart, hence slightly different ESS."),
+    ("Chain methods: `auto` runs one chain per core (`parallel`: two worker threads, each running chains "
+    "through the sequential chain's program); `vectorized` runs the 4 chains in lockstep in one program on one "
+    "core. Results committed before 2026-12-05 ran `parallel` as a `pmap` over 2 CPU devices, whose steps "
+    "needed both cores at once. Both methods start from the same keys; rounding differences between the two "
+    "compiled programs make the chains drift apart, hence slightly different ESS."),
     ("Every worker (both tools) runs with `OPENBLAS_NUM_THREADS=1`: on this 2-core machine shared by several "
     "engineers a threaded OpenBLAS call stalls (a 154 × 154 Cholesky measured 0.2–0.7 s after `import jax` under "
     "load, 0.2 ms single-threaded); the problems are too small to gain from BLAS threads. It does not slow CUQIpy: "

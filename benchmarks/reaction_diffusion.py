@@ -67,9 +67,8 @@ def worker_posterior(cfg: dict) -> dict:
     grad = common.bayesbio_gradient_time(str(MODEL_SCRIPT), None, idata, calls=cfg["grad_calls"])
     n_grad = int(np.asarray(idata.sample_stats["n_steps"]).sum()) if "n_steps" in idata.sample_stats else None
     means = {k: float(idata.posterior[k].mean()) for k in ("D", "lambda", "K", "sigma")}
-    settings = json.loads(attrs.get("settings", "{}")) if isinstance(attrs.get("settings"), str) else {}
-    # chains that run at the same time: one per device with chain_method parallel
-    concurrent = min(cfg["chains"], jax.local_device_count()) if settings.get("chain_method") == "parallel" else 1
+    # chains that run at the same time: the parallel workers (one chain per core with chain_method parallel)
+    concurrent = int(attrs.get("parallel_workers", 1))
     return {
         "end_to_end_seconds": t_end - t_start,
         "imports_seconds": t_import - t_start,

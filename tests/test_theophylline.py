@@ -115,8 +115,8 @@ def test_recovery_coverage_over_20_seeds(tmp_path):
     not independent, which widens the true spread a little). Over-coverage is not tested (20/20
     has probability 12%).
 
-    Cost: one fit ~3 min with the two chains on two cores (run the slow tier with
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=2``; one core: about twice that)."""
+    Cost: one fit ~3 min with the two chains on two cores (``chain_method="auto"`` runs one chain
+    per core; one core: about twice that)."""
     from scipy.stats import binom
 
     counts = {name: 0 for name in POPULATION}

@@ -158,35 +158,58 @@ def _where(exc: BaseException, model) -> str:
 
 class FailureLog:
     """Host-side tally of failed ODE/PDE solves, keyed by (chain, iteration); and of failed
-    population solves per patient, keyed by (chain, phase): phase ``"warmup"`` for iterations
-    before ``warmup``, else ``"sampling"`` (each value an int64 array, one count per patient)."""
+    population solves per patient, also keyed by (chain, iteration) (each value an int64 array,
+    one count per patient). Iterations before ``warmup`` belong to the warm-up phase."""
 
     def __init__(self, *, warmup: int | None = None):
         self._lock = threading.Lock()
         self.counts: dict[tuple[int, int], int] = defaultdict(int)
         self.warmup = warmup
-        self.patient_counts: dict[tuple[int, str], np.ndarray] = {}
+        self.patient_counts: dict[tuple[int, int], np.ndarray] = {}
 
     def record_patients(self, chain, iteration, failed) -> None:
         failed = np.asarray(failed).astype(bool).reshape(-1)
         if not failed.any():
             return
-        it = int(np.asarray(iteration))
-        phase = "warmup" if self.warmup is not None and it < self.warmup else "sampling"
-        key = (int(np.asarray(chain)), phase)
+        key = (int(np.asarray(chain)), int(np.asarray(iteration)))
         with self._lock:
             previous = self.patient_counts.get(key)
             self.patient_counts[key] = failed.astype(np.int64) + (0 if previous is None else previous)
+
+    def _phase(self, iteration: int) -> str:
+        return "warmup" if self.warmup is not None and iteration < self.warmup else "sampling"
 
     def per_patient(self, chains: int, n_patients: int, phase: str) -> np.ndarray:
         """Per-patient counts of ``phase`` ("warmup" or "sampling"), shape (chains, n_patients)."""
         jax.effects_barrier()
         out = np.zeros((chains, n_patients), dtype=np.int64)
         with self._lock:
-            for (c, p), counts in self.patient_counts.items():
-                if p == phase and 0 <= c < chains and counts.shape == (n_patients,):
+            for (c, it), counts in self.patient_counts.items():
+                if self._phase(it) == phase and 0 <= c < chains and counts.shape == (n_patients,):
                     out[c] += counts
         return out
+
+    def snapshot(self, done) -> dict:
+        """Copies of both tallies restricted to the iterations each chain has completed
+        (``done[chain]``): what a checkpoint of chains stopped at those iterations holds, without
+        the failures of chunks still running."""
+        jax.effects_barrier()
+        done = np.asarray(done)
+
+        def completed(key):
+            return 0 <= key[0] < len(done) and key[1] < done[key[0]]
+
+        with self._lock:
+            return dict(
+                failures={k: v for k, v in self.counts.items() if completed(k)},
+                patient_failures={k: v.copy() for k, v in self.patient_counts.items() if completed(k)},
+            )
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a :meth:`snapshot`."""
+        with self._lock:
+            self.counts.update(saved["failures"])
+            self.patient_counts.update({k: np.asarray(v, dtype=np.int64) for k, v in saved["patient_failures"].items()})
 
     def record(self, chain, iteration, failed) -> None:
         if not bool(np.asarray(failed)):

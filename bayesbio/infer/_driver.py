@@ -13,9 +13,11 @@ bit for bit.
 
 Timings: each group adds up the wall time of its own warm-up and sampling chunks; a worker's
 phase time is the sum over the groups it ran, and the run's is the largest over workers (the
-last to finish; with one worker, the sum over groups). Checkpoints hold every group's state at
-its last chunk boundary, so a killed run loses at most ``checkpoint_every + chunk_size - 1``
-iterations of any group, and a resumed run repeats the same chunks from the same states.
+last to finish; with one worker, the sum over groups). A checkpoint is written once the groups
+together have run ``checkpoint_every`` iterations since the last one; it holds every group's state
+at its last chunk boundary and the failure tallies of exactly the iterations before it, so a
+killed run loses at most ``checkpoint_every - 1 + workers * chunk_size`` iterations in all, and a
+resumed run repeats the same chunks from the same states and counts their failures once.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def run_groups(
     n_patients: int | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int | None = None,
-    checkpoint_extra: Callable[[], dict] | None = None,
+    checkpoint_extra: Callable[[np.ndarray], dict] | None = None,
     identity: dict | None = None,
     resumed: dict | None = None,
     on_chunk: Callable[[int], None] | None = None,
@@ -91,9 +93,11 @@ def run_groups(
 
     ``call(worker, state, group_chain_ids, n) -> (state, out)`` runs one chunk of ``n`` active
     iterations for a group on that worker's device and returns ``out`` on the host;
-    ``initial_state(group_index)`` gives a group's starting state. ``resumed`` is a loaded
-    checkpoint (:func:`checkpoint_payload` of an earlier run). ``checkpoint_extra()`` adds the
-    caller's tallies (failure logs) to each checkpoint; ``on_chunk(n)`` reports progress.
+    ``initial_state(group_index)`` gives a group's starting state. ``resumed`` is a checkpoint
+    of an earlier run, as :func:`~bayesbio.infer.checkpoint.load_checkpoint` returns it.
+    ``checkpoint_extra(done)`` adds the caller's tallies (failure logs) to each checkpoint,
+    restricted to the iterations each chain has completed (``done[chain]``); ``on_chunk(n)``
+    reports progress.
     """
     progress = [GroupProgress() for _ in groups]
     warmup_counted = np.zeros(n_chains, dtype=np.int64)
@@ -108,18 +112,20 @@ def run_groups(
     lock = threading.Lock()
     stop = threading.Event()
     pending = [gi for gi, p in enumerate(progress) if p.kept is None]
-    since = {gi: 0 for gi in range(len(groups))}  # iterations since the last checkpoint
+    unsaved = [0]  # iterations run by all groups since the last checkpoint
 
-    def save():
-        payload = dict(identity or {}, **(checkpoint_extra() if checkpoint_extra else {}))
+    def save():  # under the lock: every group at a chunk boundary, tallies to match
+        done = np.zeros(n_chains, dtype=np.int64)
+        for g, p in zip(groups, progress):
+            done[int(g[0]) : int(g[-1]) + 1] = total if p.kept is not None else p.done
+        payload = dict(identity or {}, **(checkpoint_extra(done) if checkpoint_extra else {}))
         payload.update(
             groups={gi: p.as_dict() for gi, p in enumerate(progress)},
             warmup_failures=warmup_counted.copy(),
             patient_failures_counted={k: v.copy() for k, v in patients_counted.items()},
         )
         save_checkpoint(checkpoint, payload)
-        for gi in since:
-            since[gi] = 0
+        unsaved[0] = 0
 
     def run_group(gi: int, worker: int) -> None:
         g, p = groups[gi], progress[gi]
@@ -137,27 +143,30 @@ def run_groups(
             state, out = call(worker, state, g, n)
             dt = time.perf_counter() - t0
             phase = "warmup" if done < warmup else "sampling"
-            if "patient_failures" in out:  # per chain, not per iteration: kept apart from the draws
-                out = dict(out)
-                patients_counted[phase][rows] += np.asarray(out.pop("patient_failures"))
-            if phase == "warmup" and "failures" in out:
-                warmup_counted[rows] += np.asarray(out["failures"])[:, :n].sum(axis=1)
+            out = dict(out)
+            patient_failures = out.pop("patient_failures", None)  # per chain, not per iteration
             if phase == "sampling":
                 collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
             done += n
-            with lock:
+            with lock:  # the chunk's tallies and the group's progress change together
+                if patient_failures is not None:
+                    patients_counted[phase][rows] += np.asarray(patient_failures)
+                if phase == "warmup" and "failures" in out:
+                    warmup_counted[rows] += np.asarray(out["failures"])[:, :n].sum(axis=1)
                 if phase == "warmup":
                     p.warmup_seconds += dt
                 else:
                     p.sampling_seconds += dt
                 p.done, p.state, p.collected = done, state, list(collected)
-                since[gi] += n
+                if done == total:
+                    p.kept, p.state, p.collected, p.worker = tree_concat(collected, axis=1), None, [], worker
+                unsaved[0] += n
+                if stop.is_set():
+                    return
                 if on_chunk is not None:
                     on_chunk(n)
-                if checkpoint_every is not None and since[gi] >= checkpoint_every and done < total:
+                if checkpoint_every is not None and unsaved[0] >= checkpoint_every and done < total:
                     save()
-        with lock:
-            p.kept, p.state, p.collected, p.worker = tree_concat(collected, axis=1), None, [], worker
 
     def work(worker: int) -> None:
         while not stop.is_set():
@@ -180,14 +189,17 @@ def run_groups(
                 stop.set()
 
         threads = [threading.Thread(target=guarded, args=(w,), name=f"bayesbio-chains-{w}", daemon=True)
-                   for w in range(min(workers, len(pending)) or 1)]
+                   for w in range(max(1, min(workers, len(pending))))]
         for t in threads:
             t.start()
         try:
             for t in threads:
                 t.join()
-        except BaseException:  # e.g. KeyboardInterrupt: the workers stop at their next chunk
+        except BaseException:  # e.g. KeyboardInterrupt: the workers stop after their current chunk
             stop.set()
+            for t in threads:  # wait for them (a second interrupt ends the wait)
+                while t.is_alive():
+                    t.join(0.1)
             raise
         if errors:
             raise errors[0]

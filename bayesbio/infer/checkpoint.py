@@ -1,8 +1,10 @@
-"""Sampler checkpoints: the full NUTS state at a chunk boundary, written atomically.
+"""Sampler checkpoints: the full NUTS state, each group of chains at a chunk boundary, written
+atomically.
 
-A checkpoint holds everything the chunked driver needs to continue as if it had never
-stopped: every chain's sampler state (position, adapted step size and mass matrix, random
-key), the draws collected so far, timings and the solver-failure tallies (per chain and
+A checkpoint holds everything the chunked driver (:mod:`bayesbio.infer._driver`) needs to
+continue as if it had never stopped: per group of chains, the iterations done, the sampler
+state (position, adapted step size and mass matrix, random key), the draws collected so far
+and its timings; and the solver-failure tallies of exactly those iterations (per chain and
 iteration, and per patient for population models). Because the driver
 replays the same compiled chunks from the same state, a resumed run gives draws that are
 bit-identical to an uninterrupted run with the same seed on the same machine.

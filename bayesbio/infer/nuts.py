@@ -365,9 +365,10 @@ def sample_nuts(
     checkpoint : path, optional
         File for sampler checkpoints (see :mod:`bayesbio.infer.checkpoint`).
     checkpoint_every : int, optional
-        Save a checkpoint whenever at least this many iterations ran since the last one
-        (checked at chunk boundaries, so at most ``checkpoint_every + chunk_size - 1``
-        iterations are lost when a run is killed). Requires ``checkpoint``.
+        Save a checkpoint whenever the chains together ran at least this many iterations
+        since the last one (checked at chunk boundaries, so a killed run loses at most
+        ``checkpoint_every - 1 + chunk_size`` iterations; with ``"parallel"`` chains, at most
+        ``checkpoint_every - 1 + workers * chunk_size`` in all). Requires ``checkpoint``.
     resume : bool
         Continue from ``checkpoint``; the draws are bit-identical to an uninterrupted run with
         the same seed and settings on the same machine.
@@ -526,16 +527,12 @@ def sample_nuts(
     if resume:
         saved = load_checkpoint(checkpoint, expect=identity)
         if log is not None:
-            log.counts.update(saved["failures"])
-            log.patient_counts.update(saved["patient_failures"])
+            log.restore(saved)
         if bar is not None:
             bar.update(sum(int(p["done"]) for p in saved["groups"].values()))
 
-    def failure_tallies():  # the host-side tallies, for a checkpoint
-        if log is None:
-            return dict(failures={}, patient_failures={})
-        jax.effects_barrier()
-        return dict(failures=dict(log.counts), patient_failures=dict(log.patient_counts))
+    def failure_tallies(done):  # the host-side tallies of the completed iterations, for a checkpoint
+        return log.snapshot(done) if log is not None else dict(failures={}, patient_failures={})
 
     result = run_groups(
         groups=groups, call=call,
