@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dense-mass", choices=["auto", "yes", "no"], default="auto",
                      help="NUTS mass matrix: dense (yes), diagonal (no), or auto: dense up to "
                      "32 unconstrained parameters, diagonal above (default)")
-    fit.add_argument("--prefit", choices=["none", "svi"], default=None,
-                     help="NUTS: mean-field SVI pre-fit for starting points and the initial mass matrix "
-                     "(default: the model's setting; on for the population models)")
+    fit.add_argument("--prefit", choices=["none", "svi", "map"], default=None,
+                     help="NUTS: svi = mean-field SVI pre-fit for starting points and the initial mass matrix; "
+                     "map = each chain starts at the best of several mode searches (posteriors with poor "
+                     "local modes) (default: the model's setting; svi for the population models)")
     fit.add_argument("--guide", choices=["normal", "mvn", "lowrank", "flow"], default="mvn",
                      help="SVI guide (with --method svi)")
     fit.add_argument("--steps", type=_positive_int("steps"), default=20000, help="SVI steps")
@@ -133,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--init", choices=("model", "truth"), help="where chains start: as `bayesbio fit` does "
                      "('model', default) or at each replication's true parameters ('truth': a start in the "
                      "stationary distribution; checks calibration but not warm-up from a distant start)")
-    sbc.add_argument("--prefit", choices=("none", "svi"), help="per chain, a mean-field SVI pre-fit before "
-                     "warm-up (default: the model script's `nuts_prefit`, as `bayesbio fit`)")
+    sbc.add_argument("--prefit", choices=("none", "svi", "map"), help="per chain, a mean-field SVI pre-fit or "
+                     "the best of several mode searches before warm-up (default: the model script's "
+                     "`nuts_prefit`, as `bayesbio fit`)")
     sbc.add_argument("--dense-mass", choices=("yes", "no"),
                      help="NUTS mass matrix of each fit: dense or diagonal (default: the model's `sbc` "
                      "settings, else diagonal)")

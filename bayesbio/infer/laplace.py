@@ -39,7 +39,7 @@ from bayesbio.infer._common import (
 )
 from bayesbio.infer._idata import build_inference_data
 
-__all__ = ["LaplaceError", "fd_hessian", "find_mode", "fit_laplace", "minimize_lbfgs", "mode_problem"]
+__all__ = ["LaplaceError", "fd_hessian", "find_mode", "fit_laplace", "minimize_lbfgs", "mode_problem", "search_modes"]
 
 
 class LaplaceError(BayesbioError, RuntimeError):
@@ -67,6 +67,15 @@ def minimize_lbfgs(fun, x0, *, max_iter: int = 1000, tol: float = 1e-8):
     init = (x0, opt.init(x0), jnp.array(jnp.inf, x0.dtype), 0)
     x, _, gmax, iters = jax.lax.while_loop(cond, step, init)
     return x, gmax, iters
+
+
+def search_modes(flat_potential, x0s, *, max_iter: int = 1000, tol: float = 1e-8):
+    """L-BFGS from every row of ``x0s`` (traceable): ``(xs, values, gmax, iters)`` per start, with
+    ``values`` the potential at each end point, ``inf`` where it or the point is not finite."""
+    xs, gmax, iters = jax.vmap(lambda x0: minimize_lbfgs(flat_potential, x0, max_iter=max_iter, tol=tol))(x0s)
+    values = jax.vmap(flat_potential)(xs)
+    values = jnp.where(jnp.isfinite(values) & jnp.all(jnp.isfinite(xs), axis=-1), values, jnp.inf)
+    return xs, values, gmax, iters
 
 
 def fd_hessian(grad_fn, x, *, rel_step: float = 1e-4):
@@ -125,9 +134,7 @@ def find_mode(prepared, model, rng_key, *, starts: int = 8, max_iter: int = 2000
 
     @jax.jit
     def search(x0s):
-        xs, gmax, iters = jax.vmap(lambda x0: minimize_lbfgs(flat_potential, x0, max_iter=max_iter))(x0s)
-        values = jax.vmap(flat_potential)(xs)
-        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+        xs, values, gmax, iters = search_modes(flat_potential, x0s, max_iter=max_iter)
         best = jnp.argmin(values)
         return xs[best], gmax[best], iters[best], values[best]
 

@@ -58,7 +58,7 @@ from bayesbio.infer._driver import run_groups, tree_concat, tree_index
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint
-from bayesbio.infer.prefit import PREFITS, prefit_points, svi_prefit
+from bayesbio.infer.prefit import PREFITS, map_prefit, prefit_points, svi_prefit
 from bayesbio.ode import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "DENSE_MASS_MAX_DIM", "sample_nuts"]
@@ -150,11 +150,14 @@ def _worker_devices(workers: int) -> list:
 
 
 def _run_prefit(sampler, key, chains, prefit):
-    """The pre-fit of a run seeded with ``key`` (None unless ``prefit == "svi"``)."""
+    """The pre-fit of a run seeded with ``key`` (None for ``prefit="none"``)."""
+    key = jax.random.fold_in(key, _PREFIT_STREAM)
+    if prefit == "map":
+        return map_prefit(sampler.model, sampler.prepared.data, key, chains, init_strategy=sampler.init_strategy)
     if prefit != "svi":
         return None
     return svi_prefit(
-        sampler.model, data=sampler.prepared.data, key=jax.random.fold_in(key, _PREFIT_STREAM), chains=chains,
+        sampler.model, data=sampler.prepared.data, key=key, chains=chains,
         init_strategy=sampler.init_strategy, latent=sampler.prepared.latent,
     )
 
@@ -210,6 +213,7 @@ class _Sampler:
             found.update(dense_mass=options["dense_mass"])
             if start is not None:
                 z, pe, grad = prefit_points(potential_gen(data), start, mean, (z, pe, grad))
+            if inverse_mass is not None:
                 options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if options["dense_mass"] else inverse_mass
 
             def init_one(param_info, key):
@@ -221,10 +225,7 @@ class _Sampler:
             valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(grad_flat), axis=-1)
             return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid, key_predictive
 
-        if prefit is None:
-            args = (None, None, None)
-        else:
-            args = (prefit.start, prefit.mean, prefit.inverse_mass)
+        args = (None, None, None) if prefit is None else (prefit.start, prefit.mean, prefit.inverse_mass)
         states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data, *args)
         # the postprocessing generator made inside the trace may hold that trace's transforms
         # (e.g. a Uniform with array bounds): replay the model instead, outside any trace
@@ -353,11 +354,13 @@ def sample_nuts(
     init_strategy : callable, optional
         A NumPyro init strategy; default: the model script's ``init_strategy`` if it defines one,
         else uniform in (-2, 2) on the unconstrained scale, as Stan.
-    prefit : {"none", "svi"}, optional
+    prefit : {"none", "svi", "map"}, optional
         ``"svi"``: a short mean-field variational fit before warm-up gives each chain its
         starting point and warm-up its initial (diagonal) inverse mass matrix; it starts from
         ``init_strategy``. For hierarchical models with many latent variables of very different
-        posterior scales, where the first warm-up window would otherwise build very deep trees
+        posterior scales, where the first warm-up window would otherwise build very deep trees.
+        ``"map"``: each chain starts at the best of several L-BFGS mode searches from
+        ``init_strategy`` points, for posteriors with poor local modes that trap a chain
         (:mod:`bayesbio.infer.prefit`). Default: the model script's ``nuts_prefit``, else
         ``"none"``. It is deterministic given the seed, so a resumed run repeats it exactly.
     progress : bool, optional

@@ -19,8 +19,9 @@ for what that does and does not check). For a model whose script sets ``nuts_pre
 (or with the setting ``prefit="svi"``), each chain first runs the mean-field SVI pre-fit, as
 :func:`bayesbio.sample_nuts` does, inside the compiled fit: it starts at a draw from that
 approximation (or its mean, or the point above, whichever first has a finite log density and
-gradient) and warm-up starts from its variances as the inverse mass matrix. Then NUTS adapts step size and mass matrix during
-warm-up and keeps every ``thin``-th draw.
+gradient) and warm-up starts from its variances as the inverse mass matrix. With ``prefit="map"``
+each chain starts at the best of several L-BFGS mode searches, each from a start as above. Then
+NUTS adapts step size and mass matrix during warm-up and keeps every ``thin``-th draw.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, find_valid_initial_params, initialize_model
 
 from bayesbio.infer._common import Prepared
-from bayesbio.infer.prefit import prefit_points, svi_fit_traced
+from bayesbio.infer.prefit import MAP_STARTS, best_start, prefit_points, svi_fit_traced
 from bayesbio.sbc.settings import SBCSettings
 
 __all__ = ["BatchFitter", "FitResult"]
@@ -117,6 +118,21 @@ class BatchFitter:
         inverse_mass = jnp.clip(ravel_pytree(scale)[0], 1e-6, 1e3) ** 2
         return ParamInfo(z, pe, grad), ok, inverse_mass
 
+    def _map_point(self, key, data, obs, found):
+        """The best of ``MAP_STARTS`` mode searches, each from an :meth:`_initial_point` (else
+        ``found``), as ``sample_nuts(prefit="map")``."""
+        keys = jax.random.split(key, MAP_STARTS)
+        starts, _ = jax.vmap(lambda k: self._initial_point(k, data, obs))(keys)
+        x0s = jax.vmap(lambda z: ravel_pytree(z)[0])(starts.z)
+        potential = self._potential_gen(data, obs)
+        x, _ = best_start(lambda flat: potential(self._unravel(flat)), x0s)
+        best = self._unravel(x)
+        lead = jax.tree_util.tree_map(lambda v: v[None], (found.z, found.potential_energy, found.z_grad))
+        z, pe, grad = jax.tree_util.tree_map(
+            lambda v: v[0], prefit_points(potential, jax.tree_util.tree_map(lambda v: v[None], best), best, lead))
+        ok = jnp.isfinite(pe) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+        return ParamInfo(z, pe, grad), ok
+
     def _uniform_point(self, key, data, obs):
         potential = self._potential_gen(data, obs)
         unravel = self._unravel
@@ -151,6 +167,8 @@ class BatchFitter:
                 param_info, ok, inverse_mass = self._prefit_point(jax.random.fold_in(key_init, 1), data, obs,
                                                                   param_info)
                 options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if s.dense_mass else inverse_mass
+            elif self._prefit == "map":
+                param_info, ok = self._map_point(jax.random.fold_in(key_init, 1), data, obs, param_info)
         else:  # settings.init == "truth": start at the replication's true parameters
             param_info, ok = self._strategy_point(key_init, data, obs, init_to_value(values=truth))
         state = self._init_kernel(

@@ -67,13 +67,15 @@ class SBCSettings:
         prior and the sampler's invariance, but no longer whether warm-up finds the posterior
         from elsewhere: a multimodal or slowly mixing posterior can pass this way and fail with
         ``"model"``, and such a failure is a real limit for users. Results record which was used.
-    prefit : {"none", "svi"} or None
-        With ``init="model"``: whether each chain first runs the mean-field SVI pre-fit of
-        :mod:`bayesbio.infer.prefit` (start at a draw from it, warm-up from its variances as
-        the inverse mass matrix), as :func:`bayesbio.sample_nuts` does for models whose script
-        sets ``nuts_prefit = "svi"``. None (default): the model script's ``nuts_prefit``, so SBC
-        checks the procedure ``bayesbio fit`` runs. Here the pre-fit runs inside the compiled
-        fit, once per chain and replication (:func:`bayesbio.infer.prefit.svi_fit_traced`).
+    prefit : {"none", "svi", "map"} or None
+        With ``init="model"``: whether each chain first runs a pre-fit of
+        :mod:`bayesbio.infer.prefit`, as :func:`bayesbio.sample_nuts` does for models whose script
+        sets ``nuts_prefit``: ``"svi"``, the mean-field SVI fit (start at a draw from it, warm-up
+        from its variances as the inverse mass matrix); ``"map"``, the best of several L-BFGS
+        mode searches from the usual starting points. None (default): the model script's
+        ``nuts_prefit``, so SBC checks the procedure ``bayesbio fit`` runs. Here the pre-fit runs
+        inside the compiled fit, once per chain and replication
+        (:func:`~bayesbio.infer.prefit.svi_fit_traced`, :func:`~bayesbio.infer.prefit.best_start`).
     """
 
     reps: int = 100
@@ -128,8 +130,8 @@ def _check(name: str, value: Any, origin: str) -> Any:
             raise OptionError(f"{where} must be 'model' or 'truth'; got {value!r}")
         return value
     if name == "prefit":
-        if value is not None and value not in ("none", "svi"):
-            raise OptionError(f"{where} must be 'none' or 'svi'; got {value!r}")
+        if value is not None and value not in ("none", "svi", "map"):
+            raise OptionError(f"{where} must be 'none', 'svi' or 'map'; got {value!r}")
         return value
     if name == "params":
         if value is None:
