@@ -23,7 +23,7 @@ from test_inference import decay_model
 
 import bayesbio as bb
 from bayesbio.errors import OptionError
-from bayesbio.infer import _driver, nuts
+from bayesbio.infer import _driver
 
 RUN = dict(chains=4, warmup=40, samples=40, seed=7, chunk_size=10, progress=False)
 
@@ -178,7 +178,7 @@ def test_driver_checkpoints_after_every_n_iterations_of_all_groups_together(tmp_
 @pytest.fixture()
 def two_workers(monkeypatch):
     # two threads even where the machine has one core (the draws must not depend on it)
-    monkeypatch.setattr(nuts, "parallel_workers", lambda: 2)
+    monkeypatch.setattr(_driver, "parallel_workers", lambda: 2)
 
 
 def test_parallel_chains_draw_what_sequential_chains_draw(two_workers):
@@ -219,15 +219,15 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 import bayesbio as bb
-from bayesbio.infer import nuts
+from bayesbio.infer import _driver
 sys.path.insert(0, sys.argv[1])
 from test_inference import DECAY_DATA, decay_model
 assert jax.local_device_count() == 2
 kwargs = dict(chains=4, warmup=30, samples=30, seed=7, chunk_size=10, progress=False)
 a = bb.sample_nuts(decay_model, DECAY_DATA, chain_method="sequential", **kwargs)
 # the accelerator path: one device per worker, a program compiled for each
-nuts.parallel_workers = lambda: 2
-nuts._worker_devices = lambda workers: list(jax.local_devices()[:workers])
+_driver.parallel_workers = lambda: 2
+_driver.worker_devices = lambda workers: list(jax.local_devices()[:workers])
 b = bb.sample_nuts(decay_model, DECAY_DATA, chain_method="parallel", **kwargs)
 for var in ("k", "sigma"):
     np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)

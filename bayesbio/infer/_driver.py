@@ -22,6 +22,7 @@ resumed run repeats the same chunks from the same states and counts their failur
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,24 @@ import numpy as np
 
 from bayesbio.infer.checkpoint import save_checkpoint
 
-__all__ = ["GroupProgress", "run_groups", "tree_concat", "tree_index"]
+__all__ = ["GroupProgress", "parallel_workers", "run_groups", "tree_concat", "tree_index", "worker_devices"]
+
+
+def parallel_workers() -> int:
+    """Chains that ``chain_method="parallel"`` runs side by side: the CPU cores this process may
+    use on a CPU backend, else the local accelerators."""
+    if jax.default_backend() == "cpu":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return jax.local_device_count()
+
+
+def worker_devices(workers: int) -> list:
+    """The device of each parallel worker: on CPUs all share the default device (XLA's CPU client
+    runs calls from several threads on their own cores, and one compiled program serves every
+    worker); accelerators get one device each."""
+    if jax.default_backend() == "cpu":
+        return [None] * workers
+    return list(jax.local_devices()[:workers])
 
 
 def tree_index(tree, i):

@@ -54,6 +54,7 @@ from bayesbio.infer._common import (
     run_attrs,
     show_progress,
 )
+from bayesbio.infer import _driver
 from bayesbio.infer._driver import run_groups, tree_concat, tree_index
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
@@ -128,25 +129,6 @@ def _one_chain(chunk):
         return jax.tree_util.tree_map(lambda x: x[None], out)
 
     return run
-
-
-def parallel_workers() -> int:
-    """Chains that ``chain_method="parallel"`` runs side by side: the CPU cores this process may
-    use on a CPU backend, else the local accelerators."""
-    if jax.default_backend() == "cpu":
-        import os
-
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return jax.local_device_count()
-
-
-def _worker_devices(workers: int) -> list:
-    """The device of each parallel worker: on CPUs all share the default device (XLA's CPU client
-    runs calls from several threads on their own cores, and one compiled program serves every
-    worker); accelerators get one device each."""
-    if jax.default_backend() == "cpu":
-        return [None] * workers
-    return list(jax.local_devices()[:workers])
 
 
 def _run_prefit(sampler, key, chains, prefit):
@@ -436,7 +418,7 @@ def sample_nuts(
     if chain_method == "auto" and active is not None:
         chain_method = "parallel" if chain_width > 1 and chains > 1 else "sequential"
     if chain_method == "auto":
-        chain_method = "parallel" if parallel_workers() > 1 and chains > 1 else "sequential"
+        chain_method = "parallel" if _driver.parallel_workers() > 1 and chains > 1 else "sequential"
     if (checkpoint_every is not None or resume) and checkpoint is None:
         raise OptionError("'checkpoint' (a file path) is required with checkpoint_every or resume")
     if checkpoint_every is not None:
@@ -477,8 +459,8 @@ def sample_nuts(
         groups = [np.array([c]) for c in range(chains)]
         mapped = _one_chain(chunk)
         if chain_method == "parallel":
-            workers = min(chains, parallel_workers())
-    devices = _worker_devices(workers) if chain_method == "parallel" and not rows else [None]
+            workers = min(chains, _driver.parallel_workers())
+    devices = _driver.worker_devices(workers) if chain_method == "parallel" and not rows else [None]
     placed = {None: data}  # the data on each worker's device
 
     def on(device, tree):
