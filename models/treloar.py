@@ -38,15 +38,11 @@ SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh3", "gent", "demiray", "ogden1"
 #: Laws whose SBC chains start as `bayesbio fit --prefit map` starts them (the best of 8 mode
 #: searches, bayesbio.infer.prefit): Ogden-1's posterior has a second mode with the exponent's sign
 #: flipped, and single chains from the ordinary start stay trapped in it (that run fails:
-#: benchmarks/results/sbc/treloar_ogden1_init_model); with the pre-fit it passes.
-SBC_MAP = ("ogden1",)
-#: Laws whose SBC chains start at the replication's truth (SBCSettings.init): Ogden-2, whose
-#: exponents are expected to share that sign ambiguity (not verified: its ordinary-start SBC was
-#: not run).
-SBC_INIT_TRUTH = ("ogden2",)
+#: benchmarks/results/sbc/treloar_ogden1_init_model); with the pre-fit it passes, and so does Ogden-2.
+SBC_MAP = ("ogden1", "ogden2")
 #: Laws whose SBC fits adapt a dense mass matrix, as ``bayesbio fit`` does for them (``dense_mass="auto"``,
 #: dense up to 32 parameters). Ogden-2 with the diagonal metric failed narrowly (noise_abs, Holm p
-#: 0.0075; benchmarks/results/sbc/treloar_ogden2_diagonal) and passes with the dense one (Holm p 0.80).
+#: 0.0075, truth start; benchmarks/results/sbc/treloar_ogden2_diagonal) and passes with the dense one.
 SBC_DENSE = ("ogden2",)
 
 variants = {f"treloar_{law}": f"Treloar (1944) rubber, UT+ET+PS jointly: {bbc.law(law).description}" for law in LAWS}
@@ -89,8 +85,7 @@ def build(law_name, *, scale=SCALE_MPA):
 
     return SimpleNamespace(name=f"treloar_{law_name}", model=model, load_data=load_data, dims=dims, coords=coords,
                            description=variants.get(f"treloar_{law_name}", law.description), law=law,
-                           sbc=dict(sbc, **({"init": "truth"} if law_name in SBC_INIT_TRUTH else {}),
-                                    **({"prefit": "map"} if law_name in SBC_MAP else {}),
+                           sbc=dict(sbc, **({"prefit": "map"} if law_name in SBC_MAP else {}),
                                     **({"dense_mass": True} if law_name in SBC_DENSE else {}))
                            if law_name in SBC_LAWS else None,
                            # Gent locks at I1 - 3 = Jm; Treloar's largest stretch (~7.6) needs Jm > ~55,
