@@ -149,7 +149,7 @@ def run_groups(
         g, p = groups[gi], progress[gi]
         rows = slice(int(g[0]), int(g[-1]) + 1)
         state = p.state if p.state is not None else initial_state(gi)
-        collected = list(p.collected)
+        collected = p.collected  # appended under the lock: a checkpoint copies it (as_dict)
         done = p.done
         while done < total:
             if stop.is_set():
@@ -163,10 +163,10 @@ def run_groups(
             phase = "warmup" if done < warmup else "sampling"
             out = dict(out)
             patient_failures = out.pop("patient_failures", None)  # per chain, not per iteration
-            if phase == "sampling":
-                collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
             done += n
-            with lock:  # the chunk's tallies and the group's progress change together
+            with lock:  # the chunk's draws, tallies and the group's progress change together
+                if phase == "sampling":
+                    collected.append(jax.tree_util.tree_map(lambda x: x[:, :n], out))
                 if patient_failures is not None:
                     patients_counted[phase][rows] += np.asarray(patient_failures)
                 if phase == "warmup" and "failures" in out:
@@ -175,7 +175,7 @@ def run_groups(
                     p.warmup_seconds += dt
                 else:
                     p.sampling_seconds += dt
-                p.done, p.state, p.collected = done, state, list(collected)
+                p.done, p.state = done, state
                 if done == total:
                     p.kept, p.state, p.collected, p.worker = tree_concat(collected, axis=1), None, [], worker
                 unsaved[0] += n
