@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="NUTS mass matrix of each fit: dense or diagonal (default: the model's `sbc` "
                      "settings, else diagonal)")
     sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
+    sbc.add_argument("--resume", action="store_true",
+                     help="continue a killed run from OUT/sbc_checkpoint.npz (kept after every batch; same "
+                          "model, data, seed and settings)")
     sbc.add_argument("--float32", action="store_true", help="compute in single precision (default: double)")
     sbc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sbc.add_argument("--progress", action="store_true", help="show the progress bar also when stderr is not a "
@@ -281,10 +284,19 @@ def _cmd_sbc(args, argv) -> int:
     """Run SBC; exit status 0 when every rank-uniformity test passes, 1 when one fails."""
     import shlex
 
+    from bayesbio.sbc.checkpoint import CHECKPOINT_NAME
     from bayesbio.sbc.output import check_out_dir
 
     out = Path(args.out or f"sbc_{Path(args.model).stem}")
     check_out_dir(out, force=args.force)  # fail before the long run, not after it
+    ckpt = out / CHECKPOINT_NAME
+    if args.resume and not ckpt.is_file():
+        raise _UsageError(f"--resume: no checkpoint '{ckpt}' to resume from")
+    if ckpt.exists() and not args.resume:
+        if not args.force:
+            raise _UsageError(f"--out: '{out}' holds an unfinished SBC run ({CHECKPOINT_NAME}); pass --resume to "
+                              "continue it or --force to start again")
+        ckpt.unlink()
     _configure_jax(args.float32)
     import matplotlib
 
@@ -299,8 +311,10 @@ def _cmd_sbc(args, argv) -> int:
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
         batch=args.batch, init=args.init, prefit=args.prefit,
         dense_mass=None if args.dense_mass is None else args.dense_mass == "yes",
+        checkpoint=ckpt, resume=args.resume,
     )
     result.write(out, force=args.force, command=command)
+    ckpt.unlink(missing_ok=True)  # the results are complete
     print(result.table().to_string(float_format=lambda v: f"{v:.3g}"))
     verdict = "passed" if result.passed else "FAILED"
     print(f"\nSBC {verdict}: {result.settings.reps} replications, smallest Holm-adjusted p = "

@@ -205,17 +205,27 @@ class BatchFitter:
     # ------------------------------------------------------------------ many fits
 
     def fit(self, keys, observations: dict[str, np.ndarray], *, truths: dict[str, np.ndarray] | None = None,
-            on_batch: Callable[[int], None] | None = None) -> FitResult:
+            on_batch: Callable[[int], None] | None = None, done: FitResult | None = None,
+            on_progress: Callable[[FitResult], None] | None = None) -> FitResult:
         """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time;
-        with ``truths`` (every latent site, (reps, ...)), each fit's chains start there."""
+        with ``truths`` (every latent site, (reps, ...)), each fit's chains start there.
+
+        ``done``: the fits of the first replications from an earlier, interrupted run with the
+        same keys and data (a whole number of batches); they are kept and not refitted.
+        ``on_progress`` is called after every batch with all fits finished so far (to save them).
+        """
         reps = int(np.shape(keys)[0])
         batch = min(self.settings.batch, reps)
+        n_done = 0 if done is None else len(done.divergences)
+        if n_done > reps or (n_done < reps and n_done % batch):
+            raise ValueError(f"done: {n_done} finished replications are not whole batches of {batch} "
+                             f"out of {reps}")
         if self._compiled is None or self._compiled[0] != (batch, truths is not None):
             fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truths is not None else None)))
             self._compiled = ((batch, truths is not None), fn)
         fn = self._compiled[1]
-        parts = []
-        for start in range(0, reps, batch):
+        parts = [] if done is None else [(done.draws, done.divergences, done.mean_steps, done.init_ok)]
+        for start in range(n_done, reps, batch):
             idx = np.arange(start, start + batch)
             idx = np.minimum(idx, reps - 1)  # pad the last batch by repeating its last replication
             obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
@@ -223,7 +233,13 @@ class BatchFitter:
             out = jax.device_get(fn(jnp.asarray(keys)[idx], self.prepared.data, obs, truth))
             n_real = min(batch, reps - start)
             parts.append(jax.tree_util.tree_map(lambda x, n=n_real: np.asarray(x)[:n], out))
+            if on_progress is not None:
+                on_progress(_joined(parts))
             if on_batch is not None:
                 on_batch(n_real)
-        draws, div, steps, ok = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)
-        return FitResult(draws=draws, divergences=div, mean_steps=steps, init_ok=ok)
+        return _joined(parts)
+
+
+def _joined(parts) -> FitResult:
+    draws, div, steps, ok = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)
+    return FitResult(draws=draws, divergences=div, mean_steps=steps, init_ok=ok)

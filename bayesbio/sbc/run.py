@@ -13,6 +13,7 @@ import numpy as np
 from bayesbio.errors import OptionError
 from bayesbio.infer._common import check_seed, prepare, show_progress, software_versions
 from bayesbio.sbc import stats
+from bayesbio.sbc.checkpoint import load_progress, save_progress
 from bayesbio.sbc.fit import BatchFitter
 from bayesbio.sbc.settings import SBCSettings, resolve_settings
 from bayesbio.sbc.simulate import simulate
@@ -90,7 +91,8 @@ def _labels(name: str, shape: tuple, dims: dict, coords: dict) -> list[tuple[tup
     return out
 
 
-def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **settings) -> SBCResult:
+def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, checkpoint=None,
+            resume: bool = False, **settings) -> SBCResult:
     """Simulation-based calibration of NUTS on a model (Talts et al. 2018).
 
     For each of ``reps`` replications: draw the parameters from the prior (restricted to
@@ -110,6 +112,14 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
         Seed of every random choice.
     progress : bool, optional
         Progress bar over replications (default: only on an interactive terminal).
+    checkpoint : path, optional
+        File that keeps the finished fits after every batch (written atomically; see
+        :mod:`bayesbio.sbc.checkpoint`). The CLI keeps it in the output folder until the results
+        are written.
+    resume : bool
+        Continue from ``checkpoint``: its replications are not refitted, and the result is
+        bit-identical (same machine) to an uninterrupted run. The checkpoint must come from the
+        same model, data, seed and settings.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
@@ -144,16 +154,27 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
     sim = simulate(prepared, key_prior, s.reps, params=simulated, max_attempts=s.max_prior_attempts)
     t_sim = time.perf_counter()
 
+    identity = {"model": prepared.spec.name, "settings": s.as_dict(), "seed": seed,
+                "data_fingerprint": prepared.fingerprint, "x64": bool(jax.config.jax_enable_x64)}
+    if resume and checkpoint is None:
+        raise OptionError("resume: needs the checkpoint file to resume from (checkpoint=...)")
+    done, seconds_before = (load_progress(checkpoint, identity) if resume else (None, 0.0))
+    n_done = 0 if done is None else len(done.divergences)
     fitter = BatchFitter(prepared, list(sim.observations), params, s,
                          {k: v[0] for k, v in sim.observations.items()})
     bar = None
     if show_progress(progress):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=s.reps, desc=f"SBC {prepared.spec.name}", unit="fit")
+        bar = tqdm(total=s.reps, initial=n_done, desc=f"SBC {prepared.spec.name}", unit="fit")
+
+    def save(fits_so_far):
+        save_progress(checkpoint, identity, fits_so_far, seconds_before + time.perf_counter() - t_sim)
+
     fits = fitter.fit(jax.random.split(key_fit, s.reps), sim.observations,
                       truths=sim.params if s.init == "truth" else None,
-                      on_batch=bar.update if bar is not None else None)
+                      on_batch=bar.update if bar is not None else None, done=done,
+                      on_progress=save if checkpoint is not None else None)
     if bar is not None:
         bar.close()
     t_fit = time.perf_counter()
@@ -186,8 +207,9 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, **
         divergences=fits.divergences,
         mean_steps=fits.mean_steps,
         init_failures=int(np.sum(~fits.init_ok)),
-        timings={"simulate_seconds": t_sim - t0, "fit_seconds": t_fit - t_sim,
-                 "total_seconds": time.perf_counter() - t0},
+        timings={"simulate_seconds": t_sim - t0, "fit_seconds": seconds_before + t_fit - t_sim,
+                 "total_seconds": seconds_before + time.perf_counter() - t0,
+                 **({"resumed_after_replications": n_done} if resume else {})},
         metadata={"data_fingerprint": prepared.fingerprint, "model_source": prepared.spec.source,
                   "versions": software_versions(), "x64": bool(jax.config.jax_enable_x64)},
     )

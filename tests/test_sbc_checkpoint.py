@@ -1,0 +1,187 @@
+"""SBC checkpoint and resume: the finished fits are kept after every batch, a killed SBC run
+resumes where it stopped, and the resumed result is bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bayesbio as bb
+import bayesbio.sbc.run as sbc_run
+from bayesbio.errors import OptionError
+from bayesbio.sbc.checkpoint import CHECKPOINT_NAME, load_progress, save_progress
+from bayesbio.sbc.fit import FitResult
+
+
+def normal_model(data):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.LogNormal(0.0, 0.5))
+    bb.observe("y", bb.NormalNoise(jnp.full(data["y"].shape, mu), sigma), obs=data["y"])
+
+
+DATA = {"y": np.array([0.3, -0.2, 0.8, 0.1])}
+SETTINGS = dict(reps=12, warmup=60, draws=9, thin=2, batch=4, bins=5, seed=3)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL inside the process: raised right after a checkpoint is written."""
+
+
+def test_resumed_sbc_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    ckpt = tmp_path / CHECKPOINT_NAME
+    full = bb.run_sbc(normal_model, DATA, **SETTINGS)
+
+    calls = []
+
+    def save_then_die(*args, **kwargs):
+        out = save_progress(*args, **kwargs)
+        calls.append(len(args[2].divergences))
+        raise Killed
+
+    monkeypatch.setattr(sbc_run, "save_progress", save_then_die)
+    with pytest.raises(Killed):
+        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, **SETTINGS)
+    monkeypatch.undo()
+    assert calls == [4]  # one batch of 4 was saved before the "kill"
+    kept, _ = load_progress(ckpt, _identity_of(ckpt))
+    assert len(kept.divergences) == 4
+
+    resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, **SETTINGS)
+    assert resumed.timings["resumed_after_replications"] == 4
+    for k in full.ranks:  # same machine, same seed: bit for bit
+        np.testing.assert_array_equal(resumed.ranks[k], full.ranks[k], err_msg=k)
+    np.testing.assert_array_equal(resumed.divergences, full.divergences)
+    np.testing.assert_array_equal(resumed.mean_steps, full.mean_steps)
+    assert resumed.p_holm == full.p_holm
+    # the checkpoint was updated after every batch of the resumed run: it now holds all 12
+    assert len(load_progress(ckpt, _identity_of(ckpt))[0].divergences) == 12
+
+
+def _identity_of(path):
+    with np.load(path) as f:
+        saved = json.loads(str(f["identity"]))
+    saved.pop("format")
+    return saved
+
+
+def _fits(n):
+    return FitResult(draws={"mu": np.arange(n * 3.0).reshape(n, 3)}, divergences=np.zeros(n, int),
+                     mean_steps=np.ones(n), init_ok=np.ones(n, bool))
+
+
+IDENTITY = {"model": "m", "settings": {"reps": 8, "batch": 4}, "seed": 0, "data_fingerprint": "abc", "x64": True}
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    path = tmp_path / "c.npz"
+    save_progress(path, IDENTITY, _fits(4), 12.5)
+    fits, seconds = load_progress(path, IDENTITY)
+    np.testing.assert_array_equal(fits.draws["mu"], _fits(4).draws["mu"])
+    assert fits.init_ok.dtype == bool and seconds == 12.5
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("field, value", [("seed", 1), ("data_fingerprint", "xyz"), ("model", "other"),
+                                          ("settings", {"reps": 8, "batch": 2}), ("x64", False)])
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, field, value):
+    path = tmp_path / "c.npz"
+    save_progress(path, IDENTITY, _fits(4), 1.0)
+    with pytest.raises(OptionError, match=f"resume: .*{field}: checkpoint"):
+        load_progress(path, dict(IDENTITY, **{field: value}))
+
+
+def test_resume_refuses_an_unreadable_checkpoint(tmp_path):
+    path = tmp_path / "c.npz"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(OptionError, match="not a readable SBC checkpoint"):
+        load_progress(path, IDENTITY)
+
+
+def test_resume_needs_a_checkpoint_path():
+    with pytest.raises(OptionError, match="resume"):
+        bb.run_sbc(normal_model, DATA, resume=True, **SETTINGS)
+
+
+def test_fit_refuses_finished_replications_that_are_not_whole_batches():
+    from bayesbio.infer._common import prepare
+    from bayesbio.sbc.fit import BatchFitter
+    from bayesbio.sbc.settings import resolve_settings
+
+    prepared = prepare(normal_model, DATA)
+    s = resolve_settings(None, {"reps": 8, "batch": 4, "warmup": 0, "draws": 1, "thin": 1})
+    fitter = BatchFitter(prepared, ["y"], ["mu"], s, {"y": DATA["y"]})
+    keys = np.zeros((8, 2), np.uint32)
+    with pytest.raises(ValueError, match="whole batches"):
+        fitter.fit(keys, {"y": np.zeros((8, 4))}, done=_fits(3))  # raised before anything is compiled
+
+
+# ------------------------------------------------------------------------------------------
+# command line
+
+SCRIPT = (
+    "import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist\n"
+    "import bayesbio as bb\n"
+    "sbc = {'reps': 16, 'warmup': 60, 'draws': 9, 'thin': 2, 'batch': 2, 'bins': 5}\n"
+    "def load_data(path=None):\n    return {'y': np.array([0.1, 0.4, -0.3])}\n"
+    "def model(data):\n"
+    "    mu = numpyro.sample('mu', dist.Normal(0.0, 1.0))\n"
+    "    bb.observe('y', bb.NormalNoise(jnp.full(3, mu), 0.5), obs=data['y'])\n"
+)
+
+
+def _cli(*args, cwd, **kwargs):
+    env = dict(os.environ, CI="true", BAYESBIO_CACHE_DIR="off")
+    return subprocess.Popen([sys.executable, "-m", "bayesbio.cli", *args], cwd=cwd, env=env, **kwargs)
+
+
+def test_cli_resume_without_checkpoint_and_unfinished_run_are_clear_errors(tmp_path):
+    (tmp_path / "normal.py").write_text(SCRIPT)
+    proc = _cli("sbc", "normal.py", "--out", "res", "--resume", cwd=tmp_path, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and err.decode().startswith("error: --resume"), err.decode()
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / CHECKPOINT_NAME).write_bytes(b"x")
+    proc = _cli("sbc", "normal.py", "--out", "res", cwd=tmp_path, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "unfinished SBC run" in err.decode() and "--resume" in err.decode()
+    assert (tmp_path / "res" / CHECKPOINT_NAME).read_bytes() == b"x"  # left as it was
+
+
+@pytest.mark.slow  # three sampler compilations in fresh processes (~1-2 min on a busy 2-core machine)
+def test_cli_sbc_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    (tmp_path / "normal.py").write_text(SCRIPT)
+    full = _cli("sbc", "normal.py", "--out", "full", "--no-progress", cwd=tmp_path,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert full.wait(600) in (0, 1), full.stderr.read().decode()[-2000:]
+
+    ckpt = tmp_path / "part" / CHECKPOINT_NAME
+    proc = _cli("sbc", "normal.py", "--out", "part", "--no-progress", cwd=tmp_path,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not ckpt.exists():
+        assert proc.poll() is None, "the run ended before writing its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "part" / "sbc.json").exists()
+
+    resumed = _cli("sbc", "normal.py", "--out", "part", "--resume", "--no-progress", cwd=tmp_path,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode in (0, 1), err.decode()[-2000:]
+    assert not ckpt.exists(), "the checkpoint is removed once the results are written"
+    a = json.loads((tmp_path / "full" / "sbc.json").read_text())
+    b = json.loads((tmp_path / "part" / "sbc.json").read_text())
+    assert 0 < b["timings"]["resumed_after_replications"] < 16
+    assert a["ranks"] == b["ranks"] and a["fits"] == b["fits"] and a["parameters"] == b["parameters"]
