@@ -280,6 +280,13 @@ def _cmd_report(args) -> int:
     return report_main(args)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of atomic writes that a killed run left behind in an SBC output folder."""
+    if out.is_dir():
+        for tmp in out.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def _cmd_sbc(args, argv) -> int:
     """Run SBC; exit status 0 when every rank-uniformity test passes, 1 when one fails."""
     import shlex
@@ -292,11 +299,10 @@ def _cmd_sbc(args, argv) -> int:
     ckpt = out / CHECKPOINT_NAME
     if args.resume and not ckpt.is_file():
         raise _UsageError(f"--resume: no checkpoint '{ckpt}' to resume from")
-    if ckpt.exists() and not args.resume:
-        if not args.force:
-            raise _UsageError(f"--out: '{out}' holds an unfinished SBC run ({CHECKPOINT_NAME}); pass --resume to "
-                              "continue it or --force to start again")
-        ckpt.unlink()
+    if ckpt.exists() and not args.resume and not args.force:
+        raise _UsageError(f"--out: '{out}' holds an unfinished SBC run ({CHECKPOINT_NAME}); pass --resume to "
+                          "continue it or --force to start again")
+    _remove_stale_temporaries(out)
     _configure_jax(args.float32)
     import matplotlib
 
@@ -304,17 +310,19 @@ def _cmd_sbc(args, argv) -> int:
     from bayesbio.sbc import run_sbc
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = "bayesbio " + " ".join(shlex.quote(str(a)) for a in argv)
+    # the command that reproduces the result (a resumed run's result is the uninterrupted run's)
+    command = "bayesbio " + " ".join(shlex.quote(str(a)) for a in argv if a != "--resume")
     result = run_sbc(
         args.model, args.data, seed=args.seed,
         progress=False if args.no_progress else (True if args.progress else None),
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
         batch=args.batch, init=args.init, prefit=args.prefit,
         dense_mass=None if args.dense_mass is None else args.dense_mass == "yes",
-        checkpoint=ckpt, resume=args.resume,
+        checkpoint=ckpt, resume=args.resume, force=args.force,
     )
     result.write(out, force=args.force, command=command)
     ckpt.unlink(missing_ok=True)  # the results are complete
+    _remove_stale_temporaries(out)
     print(result.table().to_string(float_format=lambda v: f"{v:.3g}"))
     verdict = "passed" if result.passed else "FAILED"
     print(f"\nSBC {verdict}: {result.settings.reps} replications, smallest Holm-adjusted p = "

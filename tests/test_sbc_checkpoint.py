@@ -30,7 +30,7 @@ def normal_model(data):
 
 
 DATA = {"y": np.array([0.3, -0.2, 0.8, 0.1])}
-SETTINGS = dict(reps=12, warmup=60, draws=9, thin=2, batch=4, bins=5, seed=3)
+SETTINGS = dict(reps=10, warmup=60, draws=9, thin=2, batch=4, bins=5, seed=3)  # last batch: 2 of 4
 
 
 class Killed(BaseException):
@@ -53,18 +53,30 @@ def test_resumed_sbc_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         bb.run_sbc(normal_model, DATA, checkpoint=ckpt, **SETTINGS)
     monkeypatch.undo()
     assert calls == [4]  # one batch of 4 was saved before the "kill"
-    kept, _ = load_progress(ckpt, _identity_of(ckpt))
-    assert len(kept.divergences) == 4
+    kept, seconds_kept = load_progress(ckpt, _identity_of(ckpt))
+    assert len(kept.divergences) == 4 and seconds_kept > 0
 
     resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, **SETTINGS)
     assert resumed.timings["resumed_after_replications"] == 4
-    for k in full.ranks:  # same machine, same seed: bit for bit
-        np.testing.assert_array_equal(resumed.ranks[k], full.ranks[k], err_msg=k)
-    np.testing.assert_array_equal(resumed.divergences, full.divergences)
-    np.testing.assert_array_equal(resumed.mean_steps, full.mean_steps)
-    assert resumed.p_holm == full.p_holm
-    # the checkpoint was updated after every batch of the resumed run: it now holds all 12
-    assert len(load_progress(ckpt, _identity_of(ckpt))[0].divergences) == 12
+    assert resumed.timings["fit_seconds"] > seconds_kept  # the killed run's fitting time is counted
+    _assert_same(resumed, full)
+    # the checkpoint was updated after every batch of the resumed run, the short last one included
+    assert len(load_progress(ckpt, _identity_of(ckpt))[0].divergences) == 10
+    # resuming from a complete checkpoint fits nothing and gives the same result again
+    again = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, **SETTINGS)
+    assert again.timings["resumed_after_replications"] == 10
+    _assert_same(again, full)
+    # a checkpoint is not replaced by a new run unless asked to
+    with pytest.raises(OptionError, match="checkpoint: .*resume=True.*force=True"):
+        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, **SETTINGS)
+
+
+def _assert_same(a, b):  # same machine, same seed: bit for bit
+    for k in b.ranks:
+        np.testing.assert_array_equal(a.ranks[k], b.ranks[k], err_msg=k)
+    np.testing.assert_array_equal(a.divergences, b.divergences)
+    np.testing.assert_array_equal(a.mean_steps, b.mean_steps)
+    assert a.p_holm == b.p_holm
 
 
 def _identity_of(path):
@@ -79,7 +91,8 @@ def _fits(n):
                      mean_steps=np.ones(n), init_ok=np.ones(n, bool))
 
 
-IDENTITY = {"model": "m", "settings": {"reps": 8, "batch": 4}, "seed": 0, "data_fingerprint": "abc", "x64": True}
+IDENTITY = {"model": "m", "model_code": "c0de", "settings": {"reps": 8, "batch": 4}, "seed": 0,
+            "data_fingerprint": "abc", "x64": True, "backend": "cpu", "versions": {"jax": "0.10.0"}}
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
@@ -91,20 +104,49 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("field, value", [("seed", 1), ("data_fingerprint", "xyz"), ("model", "other"),
-                                          ("settings", {"reps": 8, "batch": 2}), ("x64", False)])
-def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, field, value):
+@pytest.mark.parametrize("field, value, named", [
+    ("seed", 1, "seed"), ("data_fingerprint", "xyz", "data_fingerprint"), ("model", "other", "model"),
+    ("model_code", "edited", "model_code"), ("settings", {"reps": 8, "batch": 2}, "settings.batch"),
+    ("x64", False, "x64"), ("backend", "gpu", "backend"), ("versions", {"jax": "0.10.1"}, "versions.jax"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, field, value, named):
     path = tmp_path / "c.npz"
     save_progress(path, IDENTITY, _fits(4), 1.0)
-    with pytest.raises(OptionError, match=f"resume: .*{field}: checkpoint"):
+    with pytest.raises(OptionError, match=f"resume: .*different SBC run \\({named}: checkpoint") as err:
         load_progress(path, dict(IDENTITY, **{field: value}))
+    assert str(err.value).count(": checkpoint ") == 1  # only the field that differs is named
 
 
-def test_resume_refuses_an_unreadable_checkpoint(tmp_path):
+def _truncated(path):
+    save_progress(path, IDENTITY, _fits(4), 1.0)
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _not_a_mapping(path):
+    with open(path, "wb") as fh:
+        np.savez(fh, identity=np.asarray("[1, 2]"))
+
+
+@pytest.mark.parametrize("spoil", [
+    lambda p: p.write_bytes(b"not a checkpoint"), lambda p: p.write_bytes(b""), _truncated, _not_a_mapping,
+    lambda p: None,  # missing
+], ids=["junk", "empty", "truncated", "identity-not-a-mapping", "missing"])
+def test_resume_refuses_an_unreadable_checkpoint(tmp_path, spoil):
     path = tmp_path / "c.npz"
-    path.write_bytes(b"not a checkpoint")
+    spoil(path)
     with pytest.raises(OptionError, match="not a readable SBC checkpoint"):
         load_progress(path, IDENTITY)
+
+
+def test_resume_refuses_draws_of_other_sites_or_shapes(tmp_path):
+    from bayesbio.sbc.checkpoint import check_draws
+
+    fits = _fits(4)  # draws of "mu": (4, 3)
+    check_draws(tmp_path, fits, {"mu": (3,)})
+    with pytest.raises(OptionError, match="holds draws of \\['mu'\\]"):
+        check_draws(tmp_path, fits, {"mu": (3,), "sigma": (3,)})
+    with pytest.raises(OptionError, match="draws of 'mu' have shape"):
+        check_draws(tmp_path, fits, {"mu": (5,)})
 
 
 def test_resume_needs_a_checkpoint_path():
@@ -156,6 +198,14 @@ def test_cli_resume_without_checkpoint_and_unfinished_run_are_clear_errors(tmp_p
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "unfinished SBC run" in err.decode() and "--resume" in err.decode()
     assert (tmp_path / "res" / CHECKPOINT_NAME).read_bytes() == b"x"  # left as it was
+    # resuming from a spoilt checkpoint is a one-line error; a killed write's temporary file is cleared
+    stale = tmp_path / "res" / f".{CHECKPOINT_NAME}.x1y2.tmp"
+    stale.write_bytes(b"partial")
+    proc = _cli("sbc", "normal.py", "--out", "res", "--resume", cwd=tmp_path, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=300)
+    err = err.decode().strip()
+    assert proc.returncode == 2 and err.startswith("error: resume:") and len(err.splitlines()) == 1, err
+    assert "not a readable SBC checkpoint" in err and not stale.exists()
 
 
 @pytest.mark.slow  # three sampler compilations in fresh processes (~1-2 min on a busy 2-core machine)

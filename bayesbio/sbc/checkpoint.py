@@ -7,12 +7,15 @@ atomically: a kill leaves the previous batch's file whole), and a resumed run re
 same data, skips the finished batches and fits the rest: on the same machine its result is
 bit-identical to an uninterrupted run's.
 
-The file records what identifies the run (model, settings, seed, data fingerprint, precision);
-resuming with anything different is refused with an error naming what differs.
+The file records what identifies the run (model name and a digest of its code, settings, seed,
+data fingerprint, precision, backend and package versions); resuming with anything different
+is refused with an error naming what differs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,33 @@ from bayesbio._io import write_atomic
 from bayesbio.errors import OptionError
 from bayesbio.sbc.fit import FitResult
 
-__all__ = ["CHECKPOINT_NAME", "load_progress", "save_progress"]
+__all__ = ["CHECKPOINT_NAME", "check_draws", "code_digest", "load_progress", "save_progress"]
 
 #: File name of the progress file inside an SBC output folder (removed once results are written).
 CHECKPOINT_NAME = "sbc_checkpoint.npz"
 FORMAT = 1
 _DRAW = "draw:"
+
+
+def code_digest(fn) -> str:
+    """SHA-256 of the source of the module that defines ``fn`` (else of ``fn`` itself; "" when
+    no source is available), so an edited model script does not resume an earlier run."""
+    for obj in (inspect.getmodule(fn), fn):
+        try:
+            return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
+        except (OSError, TypeError):
+            continue
+    return ""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def save_progress(path, identity: dict[str, Any], fits: FitResult, fit_seconds: float) -> Path:
@@ -55,21 +79,37 @@ def load_progress(path, identity: dict[str, Any]) -> tuple[FitResult, float]:
     try:
         with np.load(path, allow_pickle=False) as f:
             saved = json.loads(str(f["identity"]))
+            if not isinstance(saved, dict):
+                raise ValueError("its identity record is not a mapping")
             draws = {k[len(_DRAW):]: f[k] for k in f.files if k.startswith(_DRAW)}
             fits = FitResult(draws=draws, divergences=f["divergences"], mean_steps=f["mean_steps"],
                              init_ok=f["init_ok"])
             seconds = float(f["fit_seconds"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise OptionError(f"resume: '{path}' is not a readable SBC checkpoint ({exc}); "
+    except Exception as exc:  # any unreadable file (empty, truncated, not an npz, ...)
+        raise OptionError(f"resume: '{path}' is not a readable SBC checkpoint ({type(exc).__name__}: {exc}); "
                           "start again without resume (CLI: --force)") from None
-    expected = json.loads(json.dumps(dict(identity, format=FORMAT), sort_keys=True))
+    expected = _flat(json.loads(json.dumps(dict(identity, format=FORMAT), sort_keys=True)))
+    saved = _flat(saved)
     differ = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
     if differ:
         details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {expected.get(k)!r}" for k in differ)
         raise OptionError(f"resume: '{path}' belongs to a different SBC run ({details}); resume with the "
-                          "same model, data, seed and settings, or start again (CLI: --force)")
+                          "same model, data, seed, settings and software, or start again (CLI: --force)")
     n = len(fits.divergences)
-    if any(np.shape(v)[0] != n for v in fits.draws.values()) or len(fits.init_ok) != n:
+    if (any(np.shape(v)[:1] != (n,) for v in fits.draws.values()) or np.shape(fits.init_ok) != (n,)
+            or np.shape(fits.mean_steps) != (n,)):
         raise OptionError(f"resume: '{path}' is inconsistent (arrays of different lengths); start again "
                           "(CLI: --force)")
     return fits, seconds
+
+
+def check_draws(path, fits: FitResult, expected: dict[str, tuple]) -> None:
+    """Raise :class:`~bayesbio.errors.OptionError` unless the saved draws are exactly the sites
+    of ``expected`` with those per-replication shapes (``(chains * draws, *site shape)``)."""
+    if set(fits.draws) != set(expected):
+        raise OptionError(f"resume: '{path}' holds draws of {sorted(fits.draws)}; this run tests "
+                          f"{sorted(expected)}; start again (CLI: --force)")
+    for k, shape in expected.items():
+        if tuple(np.shape(fits.draws[k])[1:]) != tuple(shape):
+            raise OptionError(f"resume: '{path}': draws of '{k}' have shape {np.shape(fits.draws[k])[1:]} per "
+                              f"replication; expected {tuple(shape)}; start again (CLI: --force)")

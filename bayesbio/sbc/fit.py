@@ -234,7 +234,9 @@ class BatchFitter:
             n_real = min(batch, reps - start)
             parts.append(jax.tree_util.tree_map(lambda x, n=n_real: np.asarray(x)[:n], out))
             if on_progress is not None:
-                on_progress(_joined(parts))
+                joined = _joined(parts)
+                parts = [(joined.draws, joined.divergences, joined.mean_steps, joined.init_ok)]
+                on_progress(joined)
             if on_batch is not None:
                 on_batch(n_real)
         return _joined(parts)

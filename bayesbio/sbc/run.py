@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,7 +14,7 @@ import numpy as np
 from bayesbio.errors import OptionError
 from bayesbio.infer._common import check_seed, prepare, show_progress, software_versions
 from bayesbio.sbc import stats
-from bayesbio.sbc.checkpoint import load_progress, save_progress
+from bayesbio.sbc.checkpoint import check_draws, code_digest, load_progress, save_progress
 from bayesbio.sbc.fit import BatchFitter
 from bayesbio.sbc.settings import SBCSettings, resolve_settings
 from bayesbio.sbc.simulate import simulate
@@ -92,7 +93,7 @@ def _labels(name: str, shape: tuple, dims: dict, coords: dict) -> list[tuple[tup
 
 
 def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, checkpoint=None,
-            resume: bool = False, **settings) -> SBCResult:
+            resume: bool = False, force: bool = False, **settings) -> SBCResult:
     """Simulation-based calibration of NUTS on a model (Talts et al. 2018).
 
     For each of ``reps`` replications: draw the parameters from the prior (restricted to
@@ -119,7 +120,11 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     resume : bool
         Continue from ``checkpoint``: its replications are not refitted, and the result is
         bit-identical (same machine) to an uninterrupted run. The checkpoint must come from the
-        same model, data, seed and settings.
+        same model (and model code), data, seed, settings, precision, backend and package
+        versions; anything else is refused with an error naming what differs.
+    force : bool
+        Replace an existing ``checkpoint`` file when not resuming (otherwise refused: it holds
+        an unfinished run's fits). It is replaced at the first save, not before.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
@@ -148,18 +153,26 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
             f"SBC setting 'params': {unknown} are not latent variables of '{prepared.spec.name}'; "
             f"expected some of {prepared.latent}"
         )
+    # checked before the (possibly long) prior simulation
+    identity = {"model": prepared.spec.name, "model_code": code_digest(prepared.spec.model),
+                "settings": s.as_dict(), "seed": seed, "data_fingerprint": prepared.fingerprint,
+                "x64": bool(jax.config.jax_enable_x64), "backend": jax.default_backend(),
+                "versions": software_versions()}
+    if resume and checkpoint is None:
+        raise OptionError("resume: needs the checkpoint file to resume from (checkpoint=...)")
+    if checkpoint is not None and not resume and not force and Path(checkpoint).exists():
+        raise OptionError(f"checkpoint: '{checkpoint}' exists (an unfinished SBC run's fits); pass resume=True "
+                          "to continue it or force=True to replace it")
+    done, seconds_before = (load_progress(checkpoint, identity) if resume else (None, 0.0))
+    n_done = 0 if done is None else len(done.divergences)
+
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(seed))
     # a start at the truth needs every latent site's true value, not only the tested ones
     simulated = list(prepared.latent) if s.init == "truth" else params
     sim = simulate(prepared, key_prior, s.reps, params=simulated, max_attempts=s.max_prior_attempts)
     t_sim = time.perf_counter()
-
-    identity = {"model": prepared.spec.name, "settings": s.as_dict(), "seed": seed,
-                "data_fingerprint": prepared.fingerprint, "x64": bool(jax.config.jax_enable_x64)}
-    if resume and checkpoint is None:
-        raise OptionError("resume: needs the checkpoint file to resume from (checkpoint=...)")
-    done, seconds_before = (load_progress(checkpoint, identity) if resume else (None, 0.0))
-    n_done = 0 if done is None else len(done.divergences)
+    if done is not None:
+        check_draws(checkpoint, done, {k: (s.chains * s.draws,) + sim.params[k].shape[1:] for k in params})
     fitter = BatchFitter(prepared, list(sim.observations), params, s,
                          {k: v[0] for k, v in sim.observations.items()})
     bar = None
