@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--dense-mass", choices=("yes", "no"),
                      help="NUTS mass matrix of each fit: dense or diagonal (default: the model's `sbc` "
                      "settings, else diagonal)")
-    sbc.add_argument("--force", action="store_true", help="replace earlier results in the output folder")
+    sbc.add_argument("--force", action="store_true", help="replace earlier results (or an unfinished run's "
+                     "checkpoint) in the output folder")
     sbc.add_argument("--resume", action="store_true",
                      help="continue a killed run from OUT/sbc_checkpoint.npz (kept after every batch; same "
                           "model, data, seed and settings)")
