@@ -78,3 +78,17 @@ def format_rows(rows):
         f"{k:10s} mean={m:.5g} sd={s:.4g} ref={rm:.5g}±{rs:.4g} |z|={z:.3f} sd_ratio={r:.3f}"
         for k, m, s, rm, rs, z, r in rows
     )
+
+
+def sigkill_once_written(proc, path, *, timeout: float = 600.0) -> None:
+    """Wait until ``path`` exists (a running CLI's first checkpoint), then SIGKILL ``proc``."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        assert proc.poll() is None, "the run ended before writing its first checkpoint"
+        assert time.monotonic() < deadline, f"no '{path}' after {timeout} s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

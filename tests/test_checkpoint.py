@@ -1,13 +1,12 @@
 """Checkpoint and resume: a run killed with SIGKILL resumes to bit-identical draws."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from conftest import sigkill_once_written
 
 ARGS = [
     "fit", "lotka_volterra", "--chains", "2", "--warmup", "100", "--samples", "100",
@@ -29,13 +28,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
     proc = _cli(*ARGS, "--out", str(part), "--checkpoint-every", "50",
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not ckpt.exists():
-        assert proc.poll() is None, "the run ended before writing its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_once_written(proc, ckpt)
     assert not part.exists(), "a killed run must leave no output file"
 
     resumed = _cli(*ARGS, "--out", str(part), "--checkpoint-every", "50", "--resume",

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +19,7 @@ import bayesbio.sbc.run as sbc_run
 from bayesbio.errors import OptionError
 from bayesbio.sbc.checkpoint import CHECKPOINT_NAME, load_progress, save_progress
 from bayesbio.sbc.fit import FitResult
+from conftest import sigkill_once_written
 
 
 def normal_model(data):
@@ -218,13 +217,7 @@ def test_cli_sbc_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_pat
     ckpt = tmp_path / "part" / CHECKPOINT_NAME
     proc = _cli("sbc", "normal.py", "--out", "part", "--no-progress", cwd=tmp_path,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not ckpt.exists():
-        assert proc.poll() is None, "the run ended before writing its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_once_written(proc, ckpt)
     assert not (tmp_path / "part" / "sbc.json").exists()
 
     resumed = _cli("sbc", "normal.py", "--out", "part", "--resume", "--no-progress", cwd=tmp_path,
