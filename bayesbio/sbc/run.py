@@ -224,5 +224,5 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
                  "total_seconds": seconds_before + time.perf_counter() - t0,
                  **({"resumed_after_replications": n_done} if resume else {})},
         metadata={"data_fingerprint": prepared.fingerprint, "model_source": prepared.spec.source,
-                  "versions": software_versions(), "x64": bool(jax.config.jax_enable_x64)},
+                  "versions": identity["versions"], "x64": identity["x64"]},
     )
