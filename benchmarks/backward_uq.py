@@ -272,7 +272,7 @@ def accuracy(draws, oracle) -> dict:
 
 
 def _spawn(kind: str, cfg: dict, log: Path, extra_env: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in common._SCRUBBED_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in common.SCRUBBED_ENV}
     env.update({"PYTHONUNBUFFERED": "1", "CI": "1", "TQDM_DISABLE": "1", "BAYESBIO_CACHE_DIR": "off"})
     env.update(WORKER_ENV)
     env.update(extra_env or {})
@@ -286,7 +286,7 @@ def _spawn(kind: str, cfg: dict, log: Path, extra_env: dict | None = None) -> di
                                    str(out_path), repr(t_spawn)], stdout=fh, stderr=subprocess.STDOUT,
                                   cwd=common.REPO_ROOT, env=env, check=False)
         if proc.returncode != 0 or not out_path.exists():
-            raise RuntimeError(f"{kind} worker failed (exit {proc.returncode}); log {log}\n{common._tail(log)}")
+            raise RuntimeError(f"{kind} worker failed (exit {proc.returncode}); log {log}\n{common.log_tail(log)}")
         return json.loads(out_path.read_text())
 
 

@@ -74,7 +74,7 @@ def probe(n: int, *, chains: int, iterations: int, max_depth: int, warmup: int, 
         "sampling_seconds_total": total,
         "sample_call_seconds": wall,
         "one_step_ms": 1e3 * total / steps if steps else None,
-        "stan_reported_gradient_ms": 1e3 * common._median(c["gradient_seconds"] for c in per_chain),
+        "stan_reported_gradient_ms": 1e3 * common.median_or_none(c["gradient_seconds"] for c in per_chain),
         "mean_step_size": float(np.mean(common.stan_draws(fit, "stepsize__"))),
         "divergences": int(common.stan_draws(fit, "divergent__").sum()),
     }
