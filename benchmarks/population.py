@@ -56,6 +56,7 @@ COLUMNS = [
     ("gradient evals", "gradient_evaluations", "d"),
     ("one gradient ms", "one_gradient_ms", ".3g"),
     ("divergences", "divergences", "d"),
+    ("machine, date", "run_on", ""),
 ]
 
 
@@ -142,10 +143,20 @@ def parser() -> argparse.ArgumentParser:
         help="bayesbio (default): Stan's chains start at the points bayesbio's chains start from (its "
         "pre-fit draws); stan: Stan's own uniform(-2, 2) start on the unconstrained scale",
     )
+    p.add_argument(
+        "--summary-only", action="store_true",
+        help="run nothing: rewrite the summary (population.json/.md) from the per-N results already in --out-dir",
+    )
     return p
 
 
-def _side_row(n, side, res, params):
+def _run_on(result) -> str:
+    """CPU model and date of one per-N result (the summary merges runs from different sessions)."""
+    cpu = (result.get("machine") or {}).get("cpu_model") or "unknown CPU"
+    return f"{cpu}, {str(result.get('created_at', ''))[:10] or 'undated'}"
+
+
+def _side_row(n, side, res, params, run_on=None):
     if not res:
         return None
     diag = res.get("diagnostics") or {}
@@ -163,6 +174,7 @@ def _side_row(n, side, res, params):
         "gradient_evaluations": res.get("gradient_evaluations"),
         "one_gradient_ms": res["one_gradient_seconds"] * 1e3 if res.get("one_gradient_seconds") else None,
         "divergences": res.get("divergences"),
+        "run_on": run_on,
     }
 
 
@@ -175,12 +187,22 @@ def render(result) -> str:
     lines += [
         f"{s['chains']} chains × {s['warmup']} warm-up × {s['samples']} draws per run, seed {s['seed']}; "
         f"bayesbio chain method `{s['chain_method']}`; Stan chains concurrent. ESS: minimum bulk ESS over the "
-        f"population parameters {', '.join(PARAMS)}. Machine: {result['machine'].get('cpu_model')}, "
-        f"{result['machine'].get('cpu_count')} logical CPUs, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in result['machine'].get('loadavg_at_start', []))}.",
+        f"population parameters {', '.join(PARAMS)}. Machine of the latest run in this summary: "
+        f"{result['machine'].get('cpu_model')}, {result['machine'].get('cpu_count')} logical CPUs, load average "
+        f"at start {', '.join(f'{x:.1f}' for x in result['machine'].get('loadavg_at_start', []))}.",
         "",
         common.markdown_table(result["table"], COLUMNS),
         "",
+    ]
+    machines = {row.get("run_on", "").rsplit(",", 1)[0] for row in result["table"] if row.get("run_on")}
+    if len(machines) > 1:
+        lines += [
+            f"**The rows come from runs on {len(machines)} different machines** (column \"machine, date\": "
+            "the per-N results of separate sessions are merged). Compare seconds only between rows of one "
+            "machine; the bayesbio/Stan ratio is always taken within one run.",
+            "",
+        ]
+    lines += [
         "Per-N details (start-up, posterior agreement, versions): `population_N<N>" + ("_quick" if result.get("quick") else "")
         + ".md`. bayesbio's one-gradient time is measured inside a compiled loop (one chain); Stan's is an upper "
         "bound (sampling time / leapfrog steps).",
@@ -229,8 +251,8 @@ def main(argv=None) -> dict:
                 merged[n] = old
         table, rows = [], []
         for n, res in sorted(merged.items()):
-            bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS)
-            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS)
+            bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS, _run_on(res))
+            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS, _run_on(res))
             if bb_row and st_row and bb_row["ess_per_second"] and st_row["ess_per_second"]:
                 bb_row["speedup"] = bb_row["ess_per_second"] / st_row["ess_per_second"]
             table += [r for r in (st_row, bb_row) if r]
@@ -243,7 +265,9 @@ def main(argv=None) -> dict:
             "quick": bool(args.quick),
             "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
                          "stan_max_n": args.stan_max_n, "stan_start": args.stan_start},
-            "machine": common.machine_info(),
+            # the machine of the latest merged run (each row names its own, column "machine, date")
+            "machine": max(merged.values(), key=lambda r: str(r.get("created_at", "")))["machine"]
+            if merged else common.machine_info(),
             "table": table,
             "rows": rows,
             "notes": notes,
@@ -254,6 +278,8 @@ def main(argv=None) -> dict:
         return result
 
     runs = {}
+    if args.summary_only:
+        return summarise()
     with tempfile.TemporaryDirectory(prefix="bayesbio-population-bench-") as tmp:
         for n in sizes:
             data_path, sdata = simulate(n, Path(tmp))
