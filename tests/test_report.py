@@ -3,31 +3,21 @@
 Fits are small NumPyro models (no ODE) so the tier stays fast: a well-behaved regression, a
 deliberately bad centred eight-schools hierarchy (divergences), an SVI and a Laplace fit.
 Report-level checks use a synthetic Lotka–Volterra-shaped InferenceData (4 chains x 1000 draws).
-The browser test renders reports in headless Chromium and skips cleanly without it.
+Shared models, the synthetic result and the HTML checks are in report_helpers.py; the headless
+Chromium test is in test_report_browser.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import io
 import json
 import os
-import re
-import shutil
-import subprocess
 import time
 import warnings
-from html.parser import HTMLParser
-from pathlib import Path
 
 import arviz as az
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
-from PIL import Image
 
 import bayesbio as bb
 from bayesbio.report import (
@@ -41,245 +31,37 @@ from bayesbio.report import (
 )
 from bayesbio.report import diagnostics as dg
 
-MAX_BYTES = 5 * 1024 * 1024
-
-# ----------------------------------------------------------------------------- models
-
-SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def centred_schools(data):
-    """Eight schools, centred: the classic funnel that makes NUTS diverge."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", data["y"].shape[0]):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("y", dist.Normal(theta, data["sigma"]), obs=data["y"])
-
-
-def regression(data):
-    a = numpyro.sample("a", dist.Normal(0.0, 10.0))
-    b = numpyro.sample("b", dist.Normal(0.0, 10.0))
-    s = numpyro.sample("s", dist.HalfNormal(2.0))
-    numpyro.sample("y", dist.Normal(a + b * data["x"], s), obs=data["y"])
-
-
-def _regression_data():
-    x = np.linspace(-1.0, 1.0, 20)  # centred: a and b nearly uncorrelated, so NUTS mixes well
-    noise = np.random.default_rng(1).permutation(np.linspace(-1.5, 1.5, 20))  # no outliers
-    return {"x": x, "y": 1.0 + 2.0 * x + 0.3 * noise}
+from report_helpers import (
+    MAX_BYTES,
+    check_report,
+    fit_bad_run,
+    fit_good_run,
+    fit_laplace_run,
+    fit_svi_run,
+    parse,
+    section,
+    synthetic_lv,
+)
 
 
 @pytest.fixture(scope="module")
 def good_run():
-    return bb.sample_nuts(
-        regression, data=_regression_data(), chains=4, warmup=300, samples=500, progress=False
-    )
+    return fit_good_run()
 
 
 @pytest.fixture(scope="module")
 def bad_run():
-    return bb.sample_nuts(
-        centred_schools,
-        data={"y": SCHOOLS_Y, "sigma": SCHOOLS_SIGMA},
-        chains=4,
-        warmup=100,
-        samples=250,
-        target_accept=0.6,
-        progress=False,
-    )
+    return fit_bad_run()
 
 
 @pytest.fixture(scope="module")
 def svi_run():
-    return bb.fit_svi(regression, data=_regression_data(), steps=500, samples=500, starts=2, progress=False)
+    return fit_svi_run()
 
 
 @pytest.fixture(scope="module")
 def laplace_run():
-    return bb.fit_laplace(regression, data=_regression_data(), samples=500, starts=2)
-
-
-# ----------------------------------------------------------------------------- synthetic LV-shaped result
-
-
-def synthetic_lv(chains=4, draws=1000, seed=0, *, divergent=0):
-    """An InferenceData shaped like the Lotka–Volterra NUTS result (same groups, dims, attrs)."""
-    rng = np.random.default_rng(seed)
-    shape = (chains, draws)
-    t = np.arange(1901.0, 1921.0)
-    theta = np.stack(
-        [rng.normal(m, s, shape) for m, s in ((0.55, 0.06), (0.028, 0.004), (0.8, 0.09), (0.024, 0.004))],
-        axis=-1,
-    )
-    z_init = np.stack([rng.normal(34, 3, shape), rng.normal(6, 0.5, shape)], axis=-1)
-    sigma = np.abs(rng.normal(0.25, 0.045, shape + (2,)))
-    base = np.stack(
-        [40 + 30 * np.sin(2 * np.pi * (t - 1901) / 10), 20 + 15 * np.sin(2 * np.pi * (t - 1903) / 10)],
-        axis=-1,
-    )
-    y_obs = base * np.exp(rng.normal(0, 0.25, base.shape))
-    y_init_obs = np.array([30.0, 4.0])
-    mu = np.log(base)[None, None] + rng.normal(0, 0.05, shape + base.shape)
-    y_pp = np.exp(mu + rng.normal(0, 0.25, mu.shape))
-    ll_y = -0.5 * ((np.log(y_obs) - mu) / 0.25) ** 2 - np.log(0.25 * np.sqrt(2 * np.pi) * y_obs)
-    mu0 = np.log(z_init)
-    y_init_pp = np.exp(mu0 + rng.normal(0, 0.25, mu0.shape))
-    ll_y0 = -0.5 * ((np.log(y_init_obs) - mu0) / 0.25) ** 2 - np.log(0.25 * np.sqrt(2 * np.pi) * y_init_obs)
-    diverging = np.zeros(shape, dtype=bool)
-    if divergent:
-        diverging.reshape(-1)[rng.choice(chains * draws, divergent, replace=False)] = True
-    energy = 140 + rng.normal(0, 3, shape)
-    tree_depth = rng.integers(3, 7, shape)
-    idata = az.from_dict(
-        posterior={"theta": theta, "z_init": z_init, "sigma": sigma},
-        sample_stats={
-            "lp": -energy + 5,
-            "energy": energy,
-            "diverging": diverging,
-            "n_steps": 2**tree_depth - 1,
-            "tree_depth": tree_depth,
-            "reached_max_treedepth": tree_depth >= 10,
-            "acceptance_rate": rng.uniform(0.7, 1.0, shape),
-            "step_size": np.full(shape, 0.1),
-            "solver_failures": np.zeros(shape, dtype=np.int64),
-        },
-        log_likelihood={"y_init": ll_y0, "y": ll_y},
-        posterior_predictive={"y_init": y_init_pp, "y": y_pp},
-        observed_data={"y_init": y_init_obs, "y": y_obs},
-        coords={"parameter": ["alpha", "beta", "gamma", "delta"], "species": ["hare", "lynx"], "time": t},
-        dims={
-            "theta": ["parameter"],
-            "z_init": ["species"],
-            "sigma": ["species"],
-            "y_init": ["species"],
-            "y": ["time", "species"],
-        },
-    )
-    idata.sample_stats["warmup_solver_failures"] = (("chain",), np.array([6, 10, 41, 183][:chains]))
-    idata.posterior.attrs.update(
-        {
-            "model": "lotka_volterra",
-            "model_source": "bayesbio.models.lotka_volterra",
-            "method": "nuts",
-            "seed": 0,
-            "data_fingerprint": "859464d6abddf66e",
-            "settings": json.dumps(
-                {
-                    "chains": chains,
-                    "warmup": 1000,
-                    "samples": draws,
-                    "target_accept": 0.8,
-                    "max_tree_depth": 10,
-                }
-            ),
-            "version_bayesbio": bb.__version__,
-            "version_arviz": az.__version__,
-            "compile_seconds": 40.6,
-            "warmup_seconds": 128.9,
-            "sampling_seconds": 52.6,
-        }
-    )
-    return idata
-
-
-# ----------------------------------------------------------------------------- HTML checks
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class StrictHTML(HTMLParser):
-    """Fails on unclosed or mismatched non-void tags; collects <img> sources and section ids."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.stack: list[tuple[str, tuple[int, int]]] = []
-        self.images: list[dict] = []
-        self.sections: list[str] = []
-        self.scripts = 0
-        self.doctype = False
-
-    def handle_decl(self, decl):
-        self.doctype = self.doctype or decl.lower() == "doctype html"
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "img":
-            self.images.append(attrs)
-        if tag == "section":
-            self.sections.append(attrs.get("id", ""))
-        if tag == "script":
-            self.scripts += 1
-        if tag not in VOID:
-            self.stack.append((tag, self.getpos()))
-
-    def handle_startendtag(self, tag, attrs):
-        if tag not in VOID:
-            raise AssertionError(f"self-closing non-void <{tag}/> at {self.getpos()}")
-        self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag):
-        if tag in VOID:
-            raise AssertionError(f"end tag for void element </{tag}> at {self.getpos()}")
-        if not self.stack:
-            raise AssertionError(f"</{tag}> at {self.getpos()} closes nothing")
-        open_tag, pos = self.stack.pop()
-        if open_tag != tag:
-            raise AssertionError(f"</{tag}> at {self.getpos()} closes <{open_tag}> opened at {pos}")
-
-    def close(self):
-        super().close()
-        if self.stack:
-            raise AssertionError(f"unclosed tags: {self.stack}")
-
-
-def parse(text: str) -> StrictHTML:
-    parser = StrictHTML()
-    parser.feed(text)
-    parser.close()
-    assert parser.doctype, "missing <!DOCTYPE html>"
-    return parser
-
-
-def check_images(parser: StrictHTML) -> list[Image.Image]:
-    out = []
-    for img in parser.images:
-        src = img.get("src", "")
-        assert src.startswith("data:image/png;base64,"), src[:60]
-        assert img.get("alt"), "every image needs alt text"
-        try:
-            raw = base64.b64decode(src.split(",", 1)[1], validate=True)
-        except binascii.Error as exc:  # pragma: no cover - failure path
-            raise AssertionError(f"invalid base64 in {img.get('alt')}") from exc
-        assert raw.startswith(b"\x89PNG\r\n\x1a\n")
-        Image.open(io.BytesIO(raw)).verify()  # raises on a corrupt PNG
-        im = Image.open(io.BytesIO(raw))
-        im.load()
-        assert im.format == "PNG" and min(im.size) > 50
-        out.append(im)
-    return out
-
-
-def section(text: str, sid: str) -> str:
-    m = re.search(rf'<section id="{sid}">(.*?)</section>', text, flags=re.DOTALL)
-    assert m, f"no section {sid}"
-    return m.group(1)
-
-
-def check_report(path: Path) -> tuple[str, StrictHTML]:
-    assert path.is_file()
-    assert path.stat().st_size < MAX_BYTES
-    text = path.read_text(encoding="utf-8")
-    parser = parse(text)
-    assert parser.scripts == 0, "the report must not need JavaScript"
-    assert not re.search(r'(src|href)="(https?:|//)', text), "the report must not load anything remote"
-    check_images(parser)
-    assert parser.sections.index("verdict") < parser.sections.index("summary")
-    assert parser.sections[0] == "verdict"
-    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    assert not leftovers, leftovers
-    return text, parser
+    return fit_laplace_run()
 
 
 # ----------------------------------------------------------------------------- tests: real fits
@@ -525,120 +307,6 @@ def test_no_report_warnings(tmp_path):
         warnings.simplefilter("always")
         write_report(synthetic_lv(chains=2, draws=150), tmp_path / "r.html")
     assert not [w for w in caught if issubclass(w.category, ReportWarning)]
-
-
-# ----------------------------------------------------------------------------- browser
-
-_CHROMIUM: list = []
-
-
-def _find_chromium() -> str | None:
-    """Headless Chromium: on PATH, else one attempt at `apt-get install chromium` (root only)."""
-    if _CHROMIUM:
-        return _CHROMIUM[0]
-    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-    if (
-        found is None
-        and os.environ.get("BAYESBIO_NO_BROWSER_INSTALL") != "1"
-        and shutil.which("apt-get")
-        and hasattr(os, "geteuid")
-        and os.geteuid() == 0
-    ):
-        try:
-            subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=300,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            pass
-        found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-    _CHROMIUM.append(found)
-    return found
-
-
-_PROBE = """<script>
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length;
-  var d = document.createElement("div");
-  d.id = "img-check"; d.setAttribute("data-total", imgs.length); d.setAttribute("data-broken", broken);
-  document.body.appendChild(d);
-  console.log("bayesbio-probe-console");
-});
-</script>"""
-
-
-def _chromium_args(binary, profile):
-    return [
-        binary,
-        "--headless",
-        "--disable-gpu",
-        "--no-sandbox",
-        "--hide-scrollbars",
-        "--no-first-run",
-        "--disable-extensions",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
-
-
-@pytest.mark.parametrize("which", ["bad", "lv"])
-def test_report_renders_in_headless_chromium(which, request, tmp_path_factory):
-    binary = _find_chromium()
-    if binary is None:
-        pytest.skip("headless Chromium not available (install the Debian package 'chromium')")
-    out = tmp_path_factory.mktemp(f"browser_{which}")
-    idata = request.getfixturevalue("bad_run") if which == "bad" else synthetic_lv()
-    report = write_report(idata, out / "report.html")
-    n_images = len(parse(report.read_text(encoding="utf-8")).images)
-
-    # 1. screenshot of the report as it is
-    shot = out / "screenshot.png"
-    proc = subprocess.run(
-        _chromium_args(binary, out / "profile1")
-        + [f"--screenshot={shot}", "--window-size=1280,4000", report.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if not shot.is_file():
-        pytest.skip(f"Chromium could not take a screenshot here (rc={proc.returncode}): {proc.stderr[-500:]}")
-    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert not console, console
-    with Image.open(shot) as im:
-        assert im.size == (1280, 4000)
-        rgb = np.asarray(im.convert("RGB"), dtype=int)
-    non_white = np.mean(np.any(rgb < 235, axis=-1))
-    bluish = np.mean((rgb[..., 2] > rgb[..., 0] + 40) & (rgb[..., 2] > 120))  # plot colour C0 is blue
-    assert non_white > 0.03 and bluish > 0.002, (non_white, bluish)
-    print(f"\nscreenshot: {shot}")
-
-    # 2. a copy with a load-time probe (the report itself has no JavaScript): every image decoded,
-    #    and the console capture works (the probe's own message must be seen, nothing else)
-    probe = out / "probe.html"
-    probe.write_text(
-        report.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"), encoding="utf-8"
-    )
-    proc = subprocess.run(
-        _chromium_args(binary, out / "profile2") + ["--dump-dom", probe.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    m = re.search(r'<div id="img-check" data-total="(\d+)" data-broken="(\d+)">', proc.stdout)
-    assert m, proc.stdout[-500:]
-    assert int(m.group(1)) == n_images > 0 and int(m.group(2)) == 0
-    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert any("bayesbio-probe-console" in ln for ln in console), "console capture did not work"
-    assert all("bayesbio-probe-console" in ln for ln in console), console
-
 
 # ----------------------------------------------------------------------------- slow: the real LV model
 
