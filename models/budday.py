@@ -36,7 +36,11 @@ SCALE_KPA = 1.0
 sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 4}
 #: Laws whose SBC has been run; the others have no settings yet, so the slow SBC test skips
 #: them (costs and reasons in benchmarks/results/sbc/README.md).
-SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh2", "gent", "demiray", "ogden1")
+SBC_LAWS = ("neo_hookean", "mooney_rivlin", "yeoh2", "gent", "demiray", "ogden1", "ogden2")
+#: Laws whose SBC fits run as ``bayesbio fit --prefit map`` runs them: chains start from the
+#: best of 8 mode searches (bayesbio.infer.prefit) and adapt a dense mass matrix (``dense_mass="auto"``
+#: picks it for Ogden-2's 24 parameters); the same settings as Treloar's Ogden-2 and -3.
+SBC_MAP_DENSE = ("ogden2",)
 
 variants = {f"budday_{law}": f"Budday (2017) human brain, 4 regions, tension/compression + shear: "
             f"{bbc.law(law).description}" for law in LAWS}
@@ -100,7 +104,8 @@ def build(law_name, *, scale=SCALE_KPA):
 
     return SimpleNamespace(name=f"budday_{law_name}", model=model, load_data=load_data, dims=dims, coords=coords,
                            description=variants.get(f"budday_{law_name}", law.description), law=law,
-                           sbc=sbc if law_name in SBC_LAWS else None)
+                           sbc=(dict(sbc, prefit="map", dense_mass=True) if law_name in SBC_MAP_DENSE else sbc)
+                           if law_name in SBC_LAWS else None)
 
 
 def variant(name):
