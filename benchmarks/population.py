@@ -56,7 +56,8 @@ COLUMNS = [
     ("gradient evals", "gradient_evaluations", "d"),
     ("one gradient ms", "one_gradient_ms", ".3g"),
     ("divergences", "divergences", "d"),
-    ("machine, date", "run_on", ""),
+    ("machine", "machine", ""),
+    ("run date", "run_date", ""),
 ]
 
 
@@ -150,10 +151,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_on(result) -> str:
+def _run_on(result) -> dict:
     """CPU model and date of one per-N result (the summary merges runs from different sessions)."""
-    cpu = (result.get("machine") or {}).get("cpu_model") or "unknown CPU"
-    return f"{cpu}, {str(result.get('created_at', ''))[:10] or 'undated'}"
+    return {"machine": (result.get("machine") or {}).get("cpu_model") or "unknown CPU",
+            "run_date": str(result.get("created_at", ""))[:10] or "undated"}
 
 
 def _side_row(n, side, res, params, run_on=None):
@@ -174,7 +175,7 @@ def _side_row(n, side, res, params, run_on=None):
         "gradient_evaluations": res.get("gradient_evaluations"),
         "one_gradient_ms": res["one_gradient_seconds"] * 1e3 if res.get("one_gradient_seconds") else None,
         "divergences": res.get("divergences"),
-        "run_on": run_on,
+        **(run_on or {}),
     }
 
 
@@ -194,10 +195,10 @@ def render(result) -> str:
         common.markdown_table(result["table"], COLUMNS),
         "",
     ]
-    machines = {row.get("run_on", "").rsplit(",", 1)[0] for row in result["table"] if row.get("run_on")}
+    machines = {row["machine"] for row in result["table"] if row.get("machine")}
     if len(machines) > 1:
         lines += [
-            f"**The rows come from runs on {len(machines)} different machines** (column \"machine, date\": "
+            f"**The rows come from runs on {len(machines)} different machines** (columns \"machine\" and \"run date\": "
             "the per-N results of separate sessions are merged). Compare seconds only between rows of one "
             "machine; the bayesbio/Stan ratio is always taken within one run.",
             "",
