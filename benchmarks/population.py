@@ -252,8 +252,9 @@ def main(argv=None) -> dict:
                 merged[n] = old
         table, rows = [], []
         for n, res in sorted(merged.items()):
-            bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS, _run_on(res))
-            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS, _run_on(res))
+            run_on = _run_on(res)
+            bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS, run_on)
+            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS, run_on)
             if bb_row and st_row and bb_row["ess_per_second"] and st_row["ess_per_second"]:
                 bb_row["speedup"] = bb_row["ess_per_second"] / st_row["ess_per_second"]
             table += [r for r in (st_row, bb_row) if r]
@@ -266,7 +267,7 @@ def main(argv=None) -> dict:
             "quick": bool(args.quick),
             "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
                          "stan_max_n": args.stan_max_n, "stan_start": args.stan_start},
-            # the machine of the latest merged run (each row names its own, column "machine, date")
+            # the machine of the latest merged run (each row names its own: columns "machine", "run date")
             "machine": max(merged.values(), key=lambda r: str(r.get("created_at", "")))["machine"]
             if merged else common.machine_info(),
             "table": table,
