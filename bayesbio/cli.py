@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--thin", type=_positive_int("thin"), help="keep every THIN-th draw")
     sbc.add_argument("--chains", type=_positive_int("chains"), help="chains per fit")
     sbc.add_argument("--batch", type=_positive_int("batch"), help="replications fitted together (vmap)")
+    sbc.add_argument("--workers", type=_positive_int("workers"), default=1, metavar="N",
+                     help="fit N batches at once, each on its own thread (on a CPU: up to one per core); a "
+                     "replication's fit does not depend on its worker, so --resume may change N (default 1)")
     sbc.add_argument("--init", choices=("model", "truth"), help="where chains start: as `bayesbio fit` does "
                      "('model', default) or at each replication's true parameters ('truth': a start in the "
                      "stationary distribution; checks calibration but not warm-up from a distant start)")
@@ -319,7 +322,7 @@ def _cmd_sbc(args, argv) -> int:
         reps=args.reps, warmup=args.warmup, draws=args.draws, thin=args.thin, chains=args.chains,
         batch=args.batch, init=args.init, prefit=args.prefit,
         dense_mass=None if args.dense_mass is None else args.dense_mass == "yes",
-        checkpoint=ckpt, resume=args.resume, force=args.force,
+        checkpoint=ckpt, resume=args.resume, force=args.force, workers=args.workers,
     )
     result.write(out, force=args.force, command=command)
     ckpt.unlink(missing_ok=True)  # the results are complete

@@ -271,16 +271,18 @@ def test_cli_sbc_tiny_run_on_a_model_script(tmp_path):
     script.write_text(
         "import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist\n"
         "import bayesbio as bb\n"
-        "sbc = {'reps': 8, 'warmup': 60, 'draws': 9, 'thin': 2, 'batch': 8, 'bins': 5}\n"
+        "sbc = {'reps': 8, 'warmup': 60, 'draws': 9, 'thin': 2, 'batch': 4, 'bins': 5}\n"
         "def load_data(path=None):\n    return {'y': np.array([0.1, 0.4, -0.3])}\n"
         "def model(data):\n"
         "    mu = numpyro.sample('mu', dist.Normal(0.0, 1.0))\n"
         "    bb.observe('y', bb.NormalNoise(jnp.full(3, mu), 0.5), obs=data['y'])\n"
     )
-    proc = run_cli("sbc", str(script), "--out", "res", "--no-progress", cwd=tmp_path, timeout=600)
+    proc = run_cli("sbc", str(script), "--out", "res", "--no-progress", "--workers", "2", cwd=tmp_path,
+                   timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1 = calibration failed (8 reps: unlikely)
     payload = json.loads((tmp_path / "res" / "sbc.json").read_text())
     assert payload["settings"]["reps"] == 8 and payload["command"].startswith("bayesbio sbc")
+    assert payload["workers"] == 2 and "--workers 2" in payload["command"]
     again = run_cli("sbc", str(script), "--out", "res", cwd=tmp_path, timeout=600)
     assert again.returncode == 2 and "--force" in again.stderr, again.stderr
 

@@ -26,6 +26,8 @@ NUTS adapts step size and mass matrix during warm-up and keeps every ``thin``-th
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -206,13 +208,17 @@ class BatchFitter:
 
     def fit(self, keys, observations: dict[str, np.ndarray], *, truths: dict[str, np.ndarray] | None = None,
             on_batch: Callable[[int], None] | None = None, done: FitResult | None = None,
-            on_progress: Callable[[FitResult], None] | None = None) -> FitResult:
+            on_progress: Callable[[FitResult], None] | None = None, workers: int = 1) -> FitResult:
         """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time;
         with ``truths`` (every latent site, (reps, ...)), each fit's chains start there.
 
         ``done``: the fits of the first replications from an earlier, interrupted run with the
         same keys and data (a whole number of batches); they are kept and not refitted.
-        ``on_progress`` is called after every batch with all fits finished so far (to save them).
+        ``on_progress`` is called with all fits finished so far (to save them) whenever the
+        finished batches that follow ``done`` without a gap grow.
+        ``workers``: batches fitted at once, each by its own thread through the one compiled
+        program (XLA's CPU client runs calls from several threads on their own cores); a
+        replication's fit does not depend on which thread or batch fits it.
         """
         reps = int(np.shape(keys)[0])
         batch = min(self.settings.batch, reps)
@@ -224,22 +230,71 @@ class BatchFitter:
             fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truths is not None else None)))
             self._compiled = ((batch, truths is not None), fn)
         fn = self._compiled[1]
-        parts = [] if done is None else [(done.draws, done.divergences, done.mean_steps, done.init_ok)]
-        for start in range(n_done, reps, batch):
+        keys = jnp.asarray(keys)
+
+        def fit_batch(start):
             idx = np.arange(start, start + batch)
             idx = np.minimum(idx, reps - 1)  # pad the last batch by repeating its last replication
             obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
             truth = None if truths is None else {k: jnp.asarray(v[idx]) for k, v in truths.items()}
-            out = jax.device_get(fn(jnp.asarray(keys)[idx], self.prepared.data, obs, truth))
-            n_real = min(batch, reps - start)
-            parts.append(jax.tree_util.tree_map(lambda x, n=n_real: np.asarray(x)[:n], out))
+            out = jax.device_get(fn(keys[idx], self.prepared.data, obs, truth))
+            return jax.tree_util.tree_map(lambda x: np.asarray(x)[: min(batch, reps - start)], out)
+
+        parts = [] if done is None else [(done.draws, done.divergences, done.mean_steps, done.init_ok)]
+        for start, out in _in_order(fit_batch, range(n_done, reps, batch), workers):
+            parts.append(out)
             if on_progress is not None:
                 joined = _joined(parts)
                 parts = [(joined.draws, joined.divergences, joined.mean_steps, joined.init_ok)]
                 on_progress(joined)
             if on_batch is not None:
-                on_batch(n_real)
+                on_batch(min(batch, reps - start))
         return _joined(parts)
+
+
+def _in_order(fn, starts, workers: int):
+    """Yield ``(start, fn(start))`` for each of ``starts`` in order, with up to ``workers``
+    calls running at once on their own (daemon) threads; a later result waits until every
+    earlier one is yielded, so what is yielded is always a gap-free prefix. The first error of
+    any call is raised here, and no further call starts."""
+    starts = list(starts)
+    if workers <= 1 or len(starts) <= 1:
+        for start in starts:
+            yield start, fn(start)
+        return
+    todo: queue.Queue = queue.Queue()
+    for start in starts:
+        todo.put(start)
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            try:
+                start = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results.put((start, fn(start), None))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                results.put((start, None, exc))
+                return
+
+    threads = [threading.Thread(target=work, name=f"bayesbio-sbc-{w}", daemon=True)
+               for w in range(min(workers, len(starts)))]
+    for t in threads:
+        t.start()
+    finished: dict = {}
+    try:
+        for start in starts:
+            while start not in finished:
+                got, out, exc = results.get()
+                if exc is not None:
+                    raise exc
+                finished[got] = out
+            yield start, finished.pop(start)
+    finally:
+        stop.set()  # a failure, an interrupt or an abandoned generator: start nothing more
 
 
 def _joined(parts) -> FitResult:

@@ -93,7 +93,7 @@ def _labels(name: str, shape: tuple, dims: dict, coords: dict) -> list[tuple[tup
 
 
 def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, checkpoint=None,
-            resume: bool = False, force: bool = False, **settings) -> SBCResult:
+            resume: bool = False, force: bool = False, workers: int = 1, **settings) -> SBCResult:
     """Simulation-based calibration of NUTS on a model (Talts et al. 2018).
 
     For each of ``reps`` replications: draw the parameters from the prior (restricted to
@@ -125,6 +125,13 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     force : bool
         Replace an existing ``checkpoint`` file when not resuming (otherwise refused: it holds
         an unfinished run's fits). It is replaced at the first save, not before.
+    workers : int
+        Batches fitted at once, each by its own thread through the one compiled program: on a
+        CPU with several cores, XLA runs each thread's fit on its own core (use up to one
+        worker per core). A replication's fit is the same whichever worker fits it, so this
+        changes the wall time only, and a run may be resumed with a different number of
+        workers. The checkpoint keeps every finished batch that follows the earlier ones
+        without a gap. Default: one.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
@@ -141,6 +148,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     >>> result.passed, result.table()                         # doctest: +SKIP
     """
     seed = check_seed(seed)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise OptionError(f"workers: expected a positive integer (batches fitted at once); got {workers!r}")
     t0 = time.perf_counter()
     prepared = prepare(model, data)
     s = resolve_settings(prepared.spec.sbc, settings, model_name=prepared.spec.name)
@@ -187,7 +196,7 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     fits = fitter.fit(jax.random.split(key_fit, s.reps), sim.observations,
                       truths=sim.params if s.init == "truth" else None,
                       on_batch=bar.update if bar is not None else None, done=done,
-                      on_progress=save if checkpoint is not None else None)
+                      on_progress=save if checkpoint is not None else None, workers=int(workers))
     if bar is not None:
         bar.close()
     t_fit = time.perf_counter()
@@ -224,5 +233,6 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
                  "total_seconds": seconds_before + time.perf_counter() - t0,
                  **({"resumed_after_replications": n_done} if resume else {})},
         metadata={"data_fingerprint": prepared.fingerprint, "model_source": prepared.spec.source,
-                  "versions": identity["versions"], "x64": identity["x64"]},
+                  "versions": identity["versions"], "x64": identity["x64"],
+                  "workers": int(workers)},
     )

@@ -1,0 +1,111 @@
+"""SBC with several workers: batches fitted at once on their own threads give bit-for-bit the
+fits of one worker, the checkpoint keeps only a gap-free prefix of finished batches, and a run
+killed with several workers resumes (with any number of workers) to the uninterrupted result."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bayesbio as bb
+import bayesbio.sbc.run as sbc_run
+from bayesbio.errors import OptionError
+from bayesbio.sbc.checkpoint import CHECKPOINT_NAME, save_progress
+from bayesbio.sbc.fit import _in_order
+
+
+def normal_model(data):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.LogNormal(0.0, 0.5))
+    bb.observe("y", bb.NormalNoise(jnp.full(data["y"].shape, mu), sigma), obs=data["y"])
+
+
+DATA = {"y": np.array([0.3, -0.2, 0.8, 0.1])}
+SETTINGS = dict(reps=10, warmup=60, draws=9, thin=2, batch=2, bins=5, seed=4)  # 5 batches of 2
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: raised right after a checkpoint is written."""
+
+
+def _assert_same(a, b):  # same machine, same keys and data: bit for bit
+    for k in b.ranks:
+        np.testing.assert_array_equal(a.ranks[k], b.ranks[k], err_msg=k)
+    np.testing.assert_array_equal(a.divergences, b.divergences)
+    np.testing.assert_array_equal(a.mean_steps, b.mean_steps)
+    assert a.p_holm == b.p_holm
+
+
+def test_workers_give_the_fits_of_one_worker_and_a_killed_run_resumes(tmp_path, monkeypatch):
+    one = bb.run_sbc(normal_model, DATA, **SETTINGS)
+    three = bb.run_sbc(normal_model, DATA, workers=3, **SETTINGS)
+    _assert_same(three, one)
+    assert three.metadata["workers"] == 3 and one.metadata["workers"] == 1
+
+    saved = []
+
+    def save_twice_then_die(*args, **kwargs):
+        out = save_progress(*args, **kwargs)
+        saved.append(len(args[2].divergences))
+        if len(saved) == 2:
+            raise Killed
+        return out
+
+    ckpt = tmp_path / CHECKPOINT_NAME
+    monkeypatch.setattr(sbc_run, "save_progress", save_twice_then_die)
+    with pytest.raises(Killed):
+        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
+    monkeypatch.undo()
+    # saved in order, whole batches only: first 2 replications, then 4
+    assert saved == [2, 4]
+    resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, workers=1, **SETTINGS)
+    assert resumed.timings["resumed_after_replications"] == 4
+    _assert_same(resumed, one)
+
+
+def test_in_order_yields_a_gap_free_prefix_whatever_finishes_first():
+    later_done = threading.Event()
+    finished = []
+
+    def fn(start):
+        if start == 0:  # the first batch finishes only after batch 2 has finished
+            assert later_done.wait(timeout=30)
+        finished.append(start)
+        if start == 2:
+            later_done.set()
+        return start * 10
+
+    got = list(_in_order(fn, range(4), workers=3))
+    assert got == [(0, 0), (1, 10), (2, 20), (3, 30)]
+    assert finished.index(2) < finished.index(0)  # they did finish out of order
+
+
+def test_in_order_raises_the_first_error_and_starts_nothing_more():
+    started = []
+    lock = threading.Lock()
+
+    def fn(start):
+        with lock:
+            started.append(start)
+        if start == 1:
+            raise RuntimeError("solver blew up in batch 1")
+        time.sleep(0.2)
+        return start
+
+    with pytest.raises(RuntimeError, match="batch 1"):
+        for _ in _in_order(fn, range(20), workers=2):
+            pass
+    time.sleep(0.5)  # let the other thread finish its call
+    assert len(started) <= 4  # not all 20: the workers stopped taking batches
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_positive_integer(bad):
+    with pytest.raises(OptionError, match="workers: expected a positive integer"):
+        bb.run_sbc(normal_model, DATA, workers=bad, **SETTINGS)
