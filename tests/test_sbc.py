@@ -309,7 +309,9 @@ def test_sbc_of_bundled_model_passes(name, tmp_path):
     out_arg = os.path.relpath(out, REPO) if keep else str(out)
     # with BAYESBIO_SBC_RESULTS set, the progress bar goes to this process's stderr (pytest -s)
     progress = ["--progress"] if keep else ["--no-progress"]
-    proc = run_cli("sbc", name, "--out", out_arg, "--force", *progress, cwd=REPO, timeout=4 * 3600,
+    # one worker per core: the fits do not depend on the worker count (tests/test_sbc_workers.py)
+    workers = ["--workers", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)]
+    proc = run_cli("sbc", name, "--out", out_arg, "--force", *progress, *workers, cwd=REPO, timeout=4 * 3600,
                    stderr=None if keep else subprocess.PIPE)
     assert proc.returncode in (0, 1), (proc.stderr or "")[-3000:]
     payload = json.loads((out / "sbc.json").read_text())
