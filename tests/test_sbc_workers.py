@@ -81,9 +81,12 @@ def test_in_order_yields_a_gap_free_prefix_whatever_finishes_first():
             later_done.set()
         return start * 10
 
-    got = list(_in_order(fn, range(4), workers=3))
+    reported = []
+    got = list(_in_order(fn, range(4), workers=3, on_finish=reported.append))
     assert got == [(0, 0), (1, 10), (2, 20), (3, 30)]
     assert finished.index(2) < finished.index(0)  # they did finish out of order
+    # each finish was reported once, as it happened (the progress bar moves before batch 0 ends)
+    assert sorted(reported) == [0, 1, 2, 3] and reported.index(2) < reported.index(0)
 
 
 def test_in_order_raises_the_first_error_and_starts_nothing_more():

@@ -241,26 +241,30 @@ class BatchFitter:
             return jax.tree_util.tree_map(lambda x: np.asarray(x)[: min(batch, reps - start)], out)
 
         parts = [] if done is None else [(done.draws, done.divergences, done.mean_steps, done.init_ok)]
-        for start, out in _in_order(fit_batch, range(n_done, reps, batch), workers):
+        # the progress bar counts every finished batch; the checkpoint only the gap-free prefix
+        finished = None if on_batch is None else (lambda start: on_batch(min(batch, reps - start)))
+        for _, out in _in_order(fit_batch, range(n_done, reps, batch), workers, on_finish=finished):
             parts.append(out)
             if on_progress is not None:
                 joined = _joined(parts)
                 parts = [(joined.draws, joined.divergences, joined.mean_steps, joined.init_ok)]
                 on_progress(joined)
-            if on_batch is not None:
-                on_batch(min(batch, reps - start))
         return _joined(parts)
 
 
-def _in_order(fn, starts, workers: int):
+def _in_order(fn, starts, workers: int, on_finish: Callable[[int], None] | None = None):
     """Yield ``(start, fn(start))`` for each of ``starts`` in order, with up to ``workers``
     calls running at once on their own (daemon) threads; a later result waits until every
-    earlier one is yielded, so what is yielded is always a gap-free prefix. The first error of
-    any call is raised here, and no further call starts."""
+    earlier one is yielded, so what is yielded is always a gap-free prefix. ``on_finish(start)``
+    is called (in the calling thread) as soon as a call finishes, in whatever order. The first
+    error of any call is raised here, and no further call starts."""
     starts = list(starts)
     if workers <= 1 or len(starts) <= 1:
         for start in starts:
-            yield start, fn(start)
+            out = fn(start)
+            if on_finish is not None:
+                on_finish(start)
+            yield start, out
         return
     todo: queue.Queue = queue.Queue()
     for start in starts:
@@ -292,6 +296,8 @@ def _in_order(fn, starts, workers: int):
                 if exc is not None:
                     raise exc
                 finished[got] = out
+                if on_finish is not None:
+                    on_finish(got)
             yield start, finished.pop(start)
     finally:
         stop.set()  # a failure, an interrupt or an abandoned generator: start nothing more
