@@ -43,7 +43,7 @@ def test_resumed_sbc_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     calls = []
 
     def save_then_die(*args, **kwargs):
-        out = save_progress(*args, **kwargs)
+        save_progress(*args, **kwargs)
         calls.append(len(args[2].divergences))
         raise Killed
 
@@ -134,6 +134,36 @@ def test_resume_refuses_an_unreadable_checkpoint(tmp_path, spoil):
     path = tmp_path / "c.npz"
     spoil(path)
     with pytest.raises(OptionError, match="not a readable SBC checkpoint"):
+        load_progress(path, IDENTITY)
+
+
+def test_a_checkpoint_of_the_first_format_is_read_as_the_first_fits(tmp_path):
+    # format 1 (before 2026-12-05): no replication numbers; the fits are replications 0 .. n - 1
+    path = tmp_path / "c.npz"
+    fits = _fits(4)
+    with open(path, "wb") as fh:
+        np.savez(fh, **{"draw:mu": fits.draws["mu"]}, divergences=fits.divergences, mean_steps=fits.mean_steps,
+                 init_ok=fits.init_ok, fit_seconds=np.asarray(3.0),
+                 identity=np.asarray(json.dumps(dict(IDENTITY, format=1), sort_keys=True)))
+    loaded, seconds = load_progress(path, IDENTITY)
+    assert loaded.indices().tolist() == [0, 1, 2, 3] and seconds == 3.0
+    np.testing.assert_array_equal(loaded.draws["mu"], fits.draws["mu"])
+
+
+def test_resume_refuses_a_checkpoint_of_an_unknown_format_or_with_unordered_replications(tmp_path):
+    path = tmp_path / "c.npz"
+    save_progress(path, IDENTITY, _fits(2), 1.0)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["identity"] = np.asarray(json.dumps(dict(IDENTITY, format=99), sort_keys=True))
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(OptionError, match="format 99"):
+        load_progress(path, IDENTITY)
+    fits = _fits(2)
+    save_progress(path, IDENTITY, FitResult(fits.draws, fits.divergences, fits.mean_steps, fits.init_ok,
+                                            replications=np.array([5, 1])), 1.0)
+    with pytest.raises(OptionError, match="not increasing"):
         load_progress(path, IDENTITY)
 
 

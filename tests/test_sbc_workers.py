@@ -1,6 +1,7 @@
 """SBC with several workers: batches fitted at once on their own threads give bit-for-bit the
-fits of one worker, the checkpoint keeps only a gap-free prefix of finished batches, and a run
-killed with several workers resumes (with any number of workers) to the uninterrupted result."""
+fits of one worker; they finish in any order, the checkpoint keeps every finished batch with its
+replication numbers, and a run killed with several workers resumes (with any number of workers)
+to the uninterrupted result."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 import bayesbio as bb
 import bayesbio.sbc.run as sbc_run
 from bayesbio.errors import OptionError
-from bayesbio.sbc.checkpoint import CHECKPOINT_NAME, save_progress
-from bayesbio.sbc.fit import _in_order
+from bayesbio.sbc.checkpoint import CHECKPOINT_NAME, load_progress, save_progress
+from bayesbio.sbc.fit import FitResult, _as_finished
 
 
 def normal_model(data):
@@ -52,7 +53,7 @@ def test_workers_give_the_fits_of_one_worker_and_a_killed_run_resumes(tmp_path, 
 
     def save_twice_then_die(*args, **kwargs):
         out = save_progress(*args, **kwargs)
-        saved.append(len(args[2].divergences))
+        saved.append(args[2].indices().tolist())
         if len(saved) == 2:
             raise Killed
         return out
@@ -62,34 +63,62 @@ def test_workers_give_the_fits_of_one_worker_and_a_killed_run_resumes(tmp_path, 
     with pytest.raises(Killed):
         bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
     monkeypatch.undo()
-    # saved in order, whole batches only: first 2 replications, then 4
-    assert saved == [2, 4]
+    # whole batches only, with their replication numbers: one batch, then two
+    assert len(saved) == 2 and len(saved[0]) == 2 and len(saved[1]) == 4
+    assert all(sorted(set(s)) == s and all(s[i] % 2 == 0 and s[i + 1] == s[i] + 1 for i in range(0, len(s), 2))
+               for s in saved) and set(saved[0]) < set(saved[1])
     resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, workers=1, **SETTINGS)
     assert resumed.timings["resumed_after_replications"] == 4
     _assert_same(resumed, one)
 
 
-def test_in_order_yields_a_gap_free_prefix_whatever_finishes_first():
+def test_a_run_resumes_from_batches_that_finished_out_of_order(tmp_path):
+    one = bb.run_sbc(normal_model, DATA, **SETTINGS)
+    full, ckpt = _checkpoint_of(one, tmp_path)
+    # batches 1 and 3 (replications 2, 3, 6, 7) finished; 0, 2 and 4 were in flight or waiting
+    keep = np.array([2, 3, 6, 7])
+    part = FitResult(draws={k: v[keep] for k, v in full.draws.items()}, divergences=full.divergences[keep],
+                     mean_steps=full.mean_steps[keep], init_ok=full.init_ok[keep], replications=keep)
+    save_progress(ckpt, _identity_of(ckpt), part, 1.0)
+    resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, workers=2, **SETTINGS)
+    assert resumed.timings["resumed_after_replications"] == 4
+    _assert_same(resumed, one)
+    assert load_progress(ckpt, _identity_of(ckpt))[0].indices().tolist() == list(range(10))
+
+
+def _checkpoint_of(result, tmp_path):
+    """The fits of a complete run, from a checkpoint written by the same settings."""
+    ckpt = tmp_path / CHECKPOINT_NAME
+    bb.run_sbc(normal_model, DATA, checkpoint=ckpt, **SETTINGS)
+    return load_progress(ckpt, _identity_of(ckpt))[0], ckpt
+
+
+def _identity_of(path):
+    import json
+
+    with np.load(path) as f:
+        saved = json.loads(str(f["identity"]))
+    saved.pop("format")
+    return saved
+
+
+def test_as_finished_yields_each_batch_as_it_finishes():
     later_done = threading.Event()
-    finished = []
 
     def fn(start):
         if start == 0:  # the first batch finishes only after batch 2 has finished
             assert later_done.wait(timeout=30)
-        finished.append(start)
         if start == 2:
             later_done.set()
         return start * 10
 
-    reported = []
-    got = list(_in_order(fn, range(4), workers=3, on_finish=reported.append))
-    assert got == [(0, 0), (1, 10), (2, 20), (3, 30)]
-    assert finished.index(2) < finished.index(0)  # they did finish out of order
-    # each finish was reported once, as it happened (the progress bar moves before batch 0 ends)
-    assert sorted(reported) == [0, 1, 2, 3] and reported.index(2) < reported.index(0)
+    got = list(_as_finished(fn, range(4), workers=3))
+    assert sorted(got) == [(0, 0), (1, 10), (2, 20), (3, 30)]
+    assert got.index((2, 20)) < got.index((0, 0))  # yielded as finished, not in order
+    assert list(_as_finished(fn, range(4), workers=1)) == [(0, 0), (1, 10), (2, 20), (3, 30)]
 
 
-def test_in_order_raises_the_first_error_and_starts_nothing_more():
+def test_as_finished_raises_the_first_error_and_starts_nothing_more():
     started = []
     lock = threading.Lock()
 
@@ -102,7 +131,7 @@ def test_in_order_raises_the_first_error_and_starts_nothing_more():
         return start
 
     with pytest.raises(RuntimeError, match="batch 1"):
-        for _ in _in_order(fn, range(20), workers=2):
+        for _ in _as_finished(fn, range(20), workers=2):
             pass
     time.sleep(0.5)  # let the other thread finish its call
     assert len(started) <= 4  # not all 20: the workers stopped taking batches

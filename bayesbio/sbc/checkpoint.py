@@ -2,10 +2,12 @@
 
 An SBC run of a population or PDE model takes hours; its fits are independent, and each batch
 of replications is fitted from keys and simulated data that depend only on the seed and the
-settings. So the run keeps, after every batch, the fits done so far in one file (written
-atomically: a kill leaves the previous batch's file whole), and a resumed run re-simulates the
-same data, skips the finished batches and fits the rest: on the same machine its result is
-bit-identical to an uninterrupted run's.
+settings. So the run keeps, after every batch, the fits done so far and their replication
+numbers in one file (written atomically: a kill leaves the previous batch's file whole; with
+several workers the batches finish in any order, and a kill loses only those in flight), and a
+resumed run re-simulates the same data, skips the finished batches and fits the rest: on the
+same machine its result is bit-identical to an uninterrupted run's. Files of the first format
+(no replication numbers: the first fits, in order) are still read.
 
 The file records what identifies the run (model name and a digest of its code, settings, seed,
 data fingerprint, precision, backend and package versions); resuming with anything different
@@ -30,7 +32,9 @@ __all__ = ["CHECKPOINT_NAME", "check_draws", "code_digest", "load_progress", "sa
 
 #: File name of the progress file inside an SBC output folder (removed once results are written).
 CHECKPOINT_NAME = "sbc_checkpoint.npz"
-FORMAT = 1
+FORMAT = 2
+#: Formats this module reads (1: the first ``n`` replications, without their numbers).
+READABLE_FORMATS = (1, 2)
 _DRAW = "draw:"
 
 
@@ -56,10 +60,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def save_progress(path, identity: dict[str, Any], fits: FitResult, fit_seconds: float) -> Path:
-    """Write the fits finished so far (``fits``: the first ``n`` replications) atomically."""
+    """Write the fits finished so far (of the replications ``fits.indices()``) atomically."""
     arrays = {f"{_DRAW}{k}": np.asarray(v) for k, v in fits.draws.items()}
     arrays.update(divergences=np.asarray(fits.divergences), mean_steps=np.asarray(fits.mean_steps),
-                  init_ok=np.asarray(fits.init_ok), fit_seconds=np.asarray(float(fit_seconds)),
+                  init_ok=np.asarray(fits.init_ok), replications=fits.indices(),
+                  fit_seconds=np.asarray(float(fit_seconds)),
                   identity=np.asarray(json.dumps(dict(identity, format=FORMAT), sort_keys=True)))
 
     def write(tmp):
@@ -83,22 +88,29 @@ def load_progress(path, identity: dict[str, Any]) -> tuple[FitResult, float]:
                 raise ValueError("its identity record is not a mapping")
             draws = {k[len(_DRAW):]: f[k] for k in f.files if k.startswith(_DRAW)}
             fits = FitResult(draws=draws, divergences=f["divergences"], mean_steps=f["mean_steps"],
-                             init_ok=f["init_ok"])
+                             init_ok=f["init_ok"],
+                             replications=f["replications"] if "replications" in f.files else None)
             seconds = float(f["fit_seconds"])
     except Exception as exc:  # any unreadable file (empty, truncated, not an npz, ...)
         raise OptionError(f"resume: '{path}' is not a readable SBC checkpoint ({type(exc).__name__}: {exc}); "
                           "start again without resume (CLI: --force)") from None
-    expected = _flat(json.loads(json.dumps(dict(identity, format=FORMAT), sort_keys=True)))
-    saved = _flat(saved)
+    if saved.get("format", 1) not in READABLE_FORMATS:
+        raise OptionError(f"resume: '{path}' is an SBC checkpoint of format {saved.get('format')!r}; this "
+                          f"version reads formats {list(READABLE_FORMATS)}; start again (CLI: --force)")
+    expected = _flat(json.loads(json.dumps(dict(identity), sort_keys=True)))
+    saved = _flat({k: v for k, v in saved.items() if k != "format"})
     differ = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
     if differ:
         details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {expected.get(k)!r}" for k in differ)
         raise OptionError(f"resume: '{path}' belongs to a different SBC run ({details}); resume with the "
                           "same model, data, seed, settings and software, or start again (CLI: --force)")
     n = len(fits.divergences)
+    index = fits.indices()
     if (any(np.shape(v)[:1] != (n,) for v in fits.draws.values()) or np.shape(fits.init_ok) != (n,)
-            or np.shape(fits.mean_steps) != (n,)):
-        raise OptionError(f"resume: '{path}' is inconsistent (arrays of different lengths); start again "
+            or np.shape(fits.mean_steps) != (n,) or np.shape(index) != (n,)
+            or np.any(np.diff(index) <= 0) or (n and index[0] < 0)):
+        raise OptionError(f"resume: '{path}' is inconsistent (arrays of different lengths, or replication "
+                          "numbers not increasing); start again "
                           "(CLI: --force)")
     return fits, seconds
 

@@ -52,14 +52,22 @@ INIT_TRIES = 100
 
 @dataclass(frozen=True)
 class FitResult:
-    """Thinned posterior draws ``draws[name]``: (reps, chains * draws, ...), and per replication
-    the post-warm-up divergences, mean leapfrog steps per iteration and whether every chain
-    found a finite starting point."""
+    """Thinned posterior draws ``draws[name]``: (fits, chains * draws, ...), and per fit the
+    post-warm-up divergences, mean leapfrog steps per iteration and whether every chain found a
+    finite starting point. ``replications``: the replication of each fit, in increasing order
+    (None: the first ``len(divergences)`` replications)."""
 
     draws: dict[str, np.ndarray]
     divergences: np.ndarray
     mean_steps: np.ndarray
     init_ok: np.ndarray
+    replications: np.ndarray | None = None
+
+    def indices(self) -> np.ndarray:
+        """The replication of each fit (``replications``, else ``0 .. n - 1``)."""
+        if self.replications is None:
+            return np.arange(len(self.divergences))
+        return np.asarray(self.replications, dtype=np.int64)
 
 
 class BatchFitter:
@@ -209,22 +217,28 @@ class BatchFitter:
     def fit(self, keys, observations: dict[str, np.ndarray], *, truths: dict[str, np.ndarray] | None = None,
             on_batch: Callable[[int], None] | None = None, done: FitResult | None = None,
             on_progress: Callable[[FitResult], None] | None = None, workers: int = 1) -> FitResult:
-        """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time;
-        with ``truths`` (every latent site, (reps, ...)), each fit's chains start there.
+        """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time
+        (batch ``j``: replications ``j * batch`` up to ``(j + 1) * batch``); with ``truths`` (every
+        latent site, (reps, ...)), each fit's chains start there.
 
-        ``done``: the fits of the first replications from an earlier, interrupted run with the
-        same keys and data (a whole number of batches); they are kept and not refitted.
-        ``on_progress`` is called with all fits finished so far (to save them) whenever the
-        finished batches that follow ``done`` without a gap grow.
+        ``done``: fits of whole batches from an earlier, interrupted run with the same keys and
+        data (any batches, see ``FitResult.replications``); they are kept and not refitted.
+        ``on_progress`` is called after every batch with all fits finished so far (to save them).
         ``workers``: batches fitted at once, each by its own thread through the one compiled
         program (XLA's CPU client runs calls from several threads on their own cores); a
-        replication's fit does not depend on which thread or batch fits it.
+        replication's fit does not depend on which thread or batch fits it, so batches may
+        finish in any order. The result holds every replication, in order.
         """
         reps = int(np.shape(keys)[0])
         batch = min(self.settings.batch, reps)
-        n_done = 0 if done is None else len(done.divergences)
-        if n_done > reps or (n_done < reps and n_done % batch):
-            raise ValueError(f"done: {n_done} finished replications are not whole batches of {batch} "
+        starts = list(range(0, reps, batch))
+        have = set() if done is None else {int(i) for i in done.indices()}
+        whole = set()
+        for start in starts:
+            if have.issuperset(range(start, min(start + batch, reps))):
+                whole.update(range(start, min(start + batch, reps)))
+        if have != whole or (done is not None and len(have) != len(done.divergences)):
+            raise ValueError(f"done: its {len(have)} finished replications are not whole batches of {batch} "
                              f"out of {reps}")
         if self._compiled is None or self._compiled[0] != (batch, truths is not None):
             fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truths is not None else None)))
@@ -238,33 +252,31 @@ class BatchFitter:
             obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
             truth = None if truths is None else {k: jnp.asarray(v[idx]) for k, v in truths.items()}
             out = jax.device_get(fn(keys[idx], self.prepared.data, obs, truth))
-            return jax.tree_util.tree_map(lambda x: np.asarray(x)[: min(batch, reps - start)], out)
+            n_real = min(batch, reps - start)
+            out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_real], out)
+            return out + (np.arange(start, start + n_real),)
 
-        parts = [] if done is None else [(done.draws, done.divergences, done.mean_steps, done.init_ok)]
-        # the progress bar counts every finished batch; the checkpoint only the gap-free prefix
-        finished = None if on_batch is None else (lambda start: on_batch(min(batch, reps - start)))
-        for _, out in _in_order(fit_batch, range(n_done, reps, batch), workers, on_finish=finished):
+        parts = [] if done is None else [_parts_of(done)]
+        todo = [start for start in starts if start not in have]
+        for start, out in _as_finished(fit_batch, todo, workers):
             parts.append(out)
             if on_progress is not None:
                 joined = _joined(parts)
-                parts = [(joined.draws, joined.divergences, joined.mean_steps, joined.init_ok)]
+                parts = [_parts_of(joined)]
                 on_progress(joined)
+            if on_batch is not None:
+                on_batch(min(batch, reps - start))
         return _joined(parts)
 
 
-def _in_order(fn, starts, workers: int, on_finish: Callable[[int], None] | None = None):
-    """Yield ``(start, fn(start))`` for each of ``starts`` in order, with up to ``workers``
-    calls running at once on their own (daemon) threads; a later result waits until every
-    earlier one is yielded, so what is yielded is always a gap-free prefix. ``on_finish(start)``
-    is called (in the calling thread) as soon as a call finishes, in whatever order. The first
-    error of any call is raised here, and no further call starts."""
+def _as_finished(fn, starts, workers: int):
+    """Yield ``(start, fn(start))`` for each of ``starts`` as the calls finish, with up to
+    ``workers`` calls running at once on their own (daemon) threads (one worker: in order, in
+    this thread). The first error of any call is raised here, and no further call starts."""
     starts = list(starts)
     if workers <= 1 or len(starts) <= 1:
         for start in starts:
-            out = fn(start)
-            if on_finish is not None:
-                on_finish(start)
-            yield start, out
+            yield start, fn(start)
         return
     todo: queue.Queue = queue.Queue()
     for start in starts:
@@ -288,21 +300,23 @@ def _in_order(fn, starts, workers: int, on_finish: Callable[[int], None] | None 
                for w in range(min(workers, len(starts)))]
     for t in threads:
         t.start()
-    finished: dict = {}
     try:
-        for start in starts:
-            while start not in finished:
-                got, out, exc = results.get()
-                if exc is not None:
-                    raise exc
-                finished[got] = out
-                if on_finish is not None:
-                    on_finish(got)
-            yield start, finished.pop(start)
+        for _ in starts:
+            start, out, exc = results.get()
+            if exc is not None:
+                raise exc
+            yield start, out
     finally:
         stop.set()  # a failure, an interrupt or an abandoned generator: start nothing more
 
 
+def _parts_of(fits: FitResult):
+    return fits.draws, fits.divergences, fits.mean_steps, fits.init_ok, fits.indices()
+
+
 def _joined(parts) -> FitResult:
-    draws, div, steps, ok = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)
-    return FitResult(draws=draws, divergences=div, mean_steps=steps, init_ok=ok)
+    """The fits of ``parts`` in increasing order of replication."""
+    draws, div, steps, ok, index = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)
+    order = np.argsort(index, kind="stable")
+    return FitResult(draws={k: v[order] for k, v in draws.items()}, divergences=div[order],
+                     mean_steps=steps[order], init_ok=ok[order], replications=index[order])
