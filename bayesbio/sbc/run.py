@@ -130,8 +130,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
         CPU with several cores, XLA runs each thread's fit on its own core (use up to one
         worker per core). A replication's fit is the same whichever worker fits it, so this
         changes the wall time only, and a run may be resumed with a different number of
-        workers. The checkpoint keeps every finished batch that follows the earlier ones
-        without a gap. Default: one.
+        workers. Batches finish in any order; the checkpoint keeps each one as it finishes.
+        Default: one.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
