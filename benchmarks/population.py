@@ -1,7 +1,9 @@
 """Benchmark: population PK scaling with the number of patients, bayesbio vs Stan.
 
 The bundled ``theophylline`` model (one compartment, first-order absorption, log-normal
-between-subject variability on ka, CL, V, non-centred; additive error) on simulated
+between-subject variability on ka, CL, V, non-centred; additive error), its concentrations
+solved by RK45 (``model_scripts/theophylline_rk45.py``; the bundled model itself uses the
+closed form, ``solver="analytic"``, which Stan's side has no counterpart of here), on simulated
 populations of N = 10, 100, 1,000 and 10,000 patients (``models/theophylline.py``
 ``simulate_table``: nlmixr2's Theoph estimates as truth, 6–10 samples per patient), against
 ``stan/population_pk.stan`` (the same model, priors and data; ``ode_rk45_tol`` per patient at
@@ -35,8 +37,10 @@ import common  # noqa: E402
 
 NAME = "population"
 STAN_FILE = HERE / "stan" / "population_pk.stan"
+#: the bundled theophylline model solved by RK45 (the bundled model itself now uses the closed form)
+BAYESBIO_MODEL = str(HERE / "model_scripts" / "theophylline_rk45.py")
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
-# the tolerances of models/theophylline.py (solve_population(..., rtol=1e-6, atol=1e-6, max_steps=5000))
+# the tolerances of model_scripts/theophylline_rk45.py (make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000))
 RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 5000
 FULL_SIZES = (10, 100, 1000, 10000)
 QUICK_SIZES = (10, 100, 1000)
@@ -100,7 +104,7 @@ def simulate(n_patients: int, folder: Path) -> tuple[Path, dict]:
 def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]:
     """The constrained points where bayesbio's chains start, one dict per chain, for Stan's ``init``.
 
-    Reproduces the start of ``bb.sample_nuts("theophylline", data_path, chains=chains,
+    Reproduces the start of ``bb.sample_nuts(BAYESBIO_MODEL, data_path, chains=chains,
     seed=seed)``: the model's pre-fit (``nuts_prefit = "svi"``) with the same random stream,
     then the same per-chain draw (or fall-back) that its chains start from. Stan's interface
     takes initial values but no initial metric, so the Stan side starts at the same points with
@@ -113,7 +117,7 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]
     from bayesbio.infer import nuts
     from bayesbio.infer._common import FailureLog, prepare
 
-    prepared = prepare("theophylline", str(data_path))
+    prepared = prepare(BAYESBIO_MODEL, str(data_path))
     if prepared.spec.prefit != "svi":
         raise SystemExit("models/theophylline.py no longer sets nuts_prefit = 'svi': update this benchmark")
     sampler = nuts._Sampler(
@@ -299,7 +303,7 @@ def main(argv=None) -> dict:
                 sub,
                 name=f"{NAME}_N{n}",
                 title=f"Population PK, N = {n} patients: bayesbio vs Stan",
-                bayesbio_model="theophylline",
+                bayesbio_model=BAYESBIO_MODEL,
                 bayesbio_data=str(data_path),
                 stan_file=STAN_FILE,
                 stan_data=sdata,

@@ -8,7 +8,7 @@ Model (the structural and statistical model of the nlmixr2 SAEM reference fit)::
 
     d depot / dt   = -ka_i depot                       depot(0) = dose_i (bolus at t = 0)
     d central / dt =  ka_i depot - (cl_i / v_i) central
-    conc_ij = central_i(t_ij) / v_i  (mg/L)
+    conc_ij = central_i(t_ij) / v_i  (mg/L)            solved in closed form (solver="analytic")
     conc_obs_ij ~ Normal(conc_ij, sigma)               additive residual error
 
     ka_i = ka_pop exp(eta_ka,i),  cl_i = cl_pop exp(eta_cl,i),  v_i = v_pop exp(eta_v,i)
@@ -47,14 +47,19 @@ PARAMETERS = ("ka", "cl", "v")
 
 # NUTS starts at prior medians (random effects near 0) instead of Stan's uniform(-2, 2) box on the
 # unconstrained scale: in the box's corners (omega ~ e^2, z ~ 2) some ka_i reach e^15 /h, where
-# the explicit solver's step budget runs out; one such start left a chain stuck at a failure
-# boundary (step size 1e-5, every proposal rejected) in a run with the uniform start.
+# the explicit ODE solver's step budget runs out (make_model("rk45", ...)); one such start left a
+# chain stuck at a failure boundary (step size 1e-5, every proposal rejected) in a run with the
+# uniform start.
 init_strategy = init_to_median(num_samples=15)
 # NUTS warm-up starts from a mean-field SVI pre-fit (starting points and initial mass matrix):
 # with an identity mass matrix the first warm-up window of a 200-patient fit built trees of
 # ~600 leapfrog steps per iteration (57,000 steps in 100 iterations, against 3,000 after the
 # pre-fit; bayesbio.infer.prefit)
 nuts_prefit = "svi"
+#: Simulation-based calibration settings (`bayesbio sbc theophylline`): one chain per replication,
+#: one replication per batch (trajectory lengths differ a lot between replications: small true
+#: residual errors make long trees); run with `--workers` = cores.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 1}
 COLUMNS = ["subject", "weight_kg", "dose_mg_per_kg", "time_h", "conc_mg_per_L"]
 
 dims = {
@@ -146,18 +151,35 @@ def rhs(t, y, p):
     return jnp.stack([-p["ka"] * depot, p["ka"] * depot - p["cl"] / p["v"] * central])
 
 
-def model(data):
-    events = data["events"]
-    n_patients = np.shape(events["obs_time"])[0]
-    ka_pop = numpyro.sample("ka_pop", dist.LogNormal(jnp.log(1.0), 1.0))
-    cl_pop = numpyro.sample("cl_pop", dist.LogNormal(jnp.log(4.0), 1.0))
-    v_pop = numpyro.sample("v_pop", dist.LogNormal(jnp.log(40.0), 1.0))
-    omega = {k: numpyro.sample(f"omega_{k}", dist.HalfNormal(1.0)) for k in PARAMETERS}
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    p = lognormal_parameters({"ka": ka_pop, "cl": cl_pop, "v": v_pop}, omega, n_patients)
-    # step budget per segment: the explicit solver needs ~ 24 h * ka_i / 3.3 steps for fast absorbers
-    # (posterior ka_i reach ~90 /h for subjects absorbed before their first sample); 1000 steps cut
-    # off ka_i > ~140 /h and made all 4 divergences of a default run (each one a failed solve)
-    amounts = solve_population(rhs, p, events, rtol=1e-6, atol=1e-6, max_steps=5000)
-    conc = amounts[..., 1] / p["v"][:, None]
-    bb.observe("conc", bb.NormalNoise(conc, sigma), obs=events["obs_value"])
+def make_model(solver: str = "analytic", **solve_options):
+    """The model function, its concentrations solved with ``solver`` (any solver of
+    :func:`~bayesbio.population.solve_population`).
+
+    The bundled :data:`model` solves this linear model in closed form (``"analytic"``: exact,
+    no step budget, equally cheap at any absorption rate). ``benchmarks/population.py`` fits
+    ``make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000)`` (via
+    ``benchmarks/model_scripts/theophylline_rk45.py``) against Stan's ``ode_rk45`` with the
+    same tolerances.
+    """
+
+    def model(data):
+        events = data["events"]
+        n_patients = np.shape(events["obs_time"])[0]
+        ka_pop = numpyro.sample("ka_pop", dist.LogNormal(jnp.log(1.0), 1.0))
+        cl_pop = numpyro.sample("cl_pop", dist.LogNormal(jnp.log(4.0), 1.0))
+        v_pop = numpyro.sample("v_pop", dist.LogNormal(jnp.log(40.0), 1.0))
+        omega = {k: numpyro.sample(f"omega_{k}", dist.HalfNormal(1.0)) for k in PARAMETERS}
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+        p = lognormal_parameters({"ka": ka_pop, "cl": cl_pop, "v": v_pop}, omega, n_patients)
+        amounts = solve_population(rhs, p, events, solver=solver, **solve_options)
+        conc = amounts[..., 1] / p["v"][:, None]
+        bb.observe("conc", bb.NormalNoise(conc, sigma), obs=events["obs_value"])
+
+    return model
+
+
+#: The bundled model: concentrations in closed form. (Until 2026-12 it used the explicit
+#: ``rk45`` solver at rtol = atol = 1e-6 with 5000 steps per segment; in its simulation-based
+#: calibration, prior draws of ``omega_ka`` above ~1 gave absorption rates of hundreds per hour,
+#: where that solver's cost per gradient grows ~50-fold and single fits ran for over 40 minutes.)
+model = make_model("analytic")

@@ -15,7 +15,9 @@ Building blocks, each a small module:
   restarting exactly at each dose: :func:`solve_population` (in a model, failure-safe),
   :func:`solve_population_with_status`, :func:`solve_patient` (pure, one patient);
   ``solver="expm"`` solves a *linear* model exactly by the matrix exponential
-  (:mod:`~bayesbio.population.linear`, with :func:`check_linear` to verify an ``rhs``);
+  (:mod:`~bayesbio.population.linear`, with :func:`check_linear` to verify an ``rhs``),
+  ``solver="analytic"`` in closed form when it has one state or two in a chain, e.g. one
+  compartment with first-order absorption (:mod:`~bayesbio.population.analytic`);
 * :mod:`~bayesbio.population.nonmem` — :func:`read_nonmem` for NONMEM-style tables;
 * :mod:`~bayesbio.population.simulate` — predictions and simulations from a fit: individual
   (IPRED), typical (PRED) and new patients (:func:`simulate`), new regimens

@@ -33,6 +33,7 @@ from bayesbio._patient_failures import report_patient_failures
 from bayesbio.errors import SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, solve_with_status
 from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments
+from bayesbio.population.analytic import solve_patient_analytic
 from bayesbio.population.linear import solve_patient_expm
 
 __all__ = ["solve_patient", "solve_population", "solve_population_with_status"]
@@ -80,7 +81,10 @@ def solve_patient(
     solver, rtol, atol, max_steps, sensitivity
         As for :func:`bayesbio.solve_with_status`, used on every segment; or
         ``solver="expm"``: the exact solution of a *linear*, autonomous ``rhs`` by the matrix
-        exponential (:mod:`bayesbio.population.linear`; tolerances and step budget unused).
+        exponential (:mod:`bayesbio.population.linear`; tolerances and step budget unused);
+        or ``solver="analytic"``: the closed form of a linear, autonomous model of one state or
+        two states in a chain, e.g. one compartment with first-order absorption
+        (:mod:`bayesbio.population.analytic`; tolerances and step budget unused).
 
     Returns
     -------
@@ -90,6 +94,8 @@ def solve_patient(
     """
     if isinstance(solver, str) and solver == "expm":
         return solve_patient_expm(rhs, params, events, y0=y0, bioavailability=bioavailability)
+    if isinstance(solver, str) and solver == "analytic":
+        return solve_patient_analytic(rhs, params, events, y0=y0, bioavailability=bioavailability)
     n_states = events.seg_bolus.shape[-1]
     dtype = jnp.result_type(float)
     y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
@@ -154,7 +160,8 @@ def solve_population_with_status(
         Dose fraction reaching each compartment (default 1), shared or per patient.
     solver, rtol, atol, max_steps, sensitivity
         As for :func:`bayesbio.solve_with_status`, or ``solver="expm"`` for linear models (exact
-        matrix-exponential solution, see :func:`solve_patient`).
+        matrix-exponential solution) or ``solver="analytic"`` for one-state and two-state chain
+        linear models (closed form), see :func:`solve_patient`.
 
     Returns
     -------

@@ -1,0 +1,174 @@
+"""solver="analytic": closed-form solutions of one-state and two-state-chain linear models.
+
+References: 60-digit decimal arithmetic (Python's ``decimal``; cancellation there costs at
+most ~25 of the 60 digits at the closest nodes tested) for the divided differences and the textbook
+one-compartment formula; the matrix-exponential solver (``solver="expm"``, ~1e-15 relative)
+and a tight RK45 solve for dosing histories; central finite differences for gradients.
+"""
+
+import decimal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesbio.errors import ModelError
+from bayesbio.population import bolus, infusion, make_batch, patient, reset, solve_population_with_status
+from bayesbio.population.analytic import divided_difference_1, divided_difference_2
+
+_CTX = decimal.Context(prec=60)
+
+
+def _D(x):
+    return _CTX.create_decimal(float(x))  # the exact binary value of the float node
+
+
+def _phi1_exact(x):
+    return _D(1) if x == 0 else _CTX.divide(_CTX.exp(x) - 1, x)
+
+
+def _dd1_exact(x, y):
+    x, y = _D(x), _D(y)
+    return _CTX.exp(x) if x == y else _CTX.divide(_CTX.exp(x) - _CTX.exp(y), x - y)
+
+
+def _dd2_exact(x, y):
+    """f[0, x, y] of exp: (phi1(x) - phi1(y)) / (x - y), or phi1'(x) at x == y."""
+    x, y = _D(x), _D(y)
+    if x != y:
+        return _CTX.divide(_phi1_exact(x) - _phi1_exact(y), x - y)
+    if x == 0:
+        return _D(0.5)
+    return _CTX.divide(x * _CTX.exp(x) - _CTX.exp(x) + 1, x * x)
+
+
+NODES = [
+    (-1.0, -2.0), (-1.0, -1.0), (-1.0, -1.0 + 1e-7), (-1.0, -1.0 + 1e-4), (0.0, -1e-9), (0.0, 0.0),
+    (-300.0, -0.1), (-0.1, -300.0), (-1e4, -2e4), (-30.0, -30.000001), (-55.0, -5.0), (2.0, -3.0),
+]
+
+
+@pytest.mark.parametrize("x, y", NODES)
+def test_divided_differences_match_50_digit_arithmetic(x, y):
+    # tolerance: the module's stated ~1e-11 relative (series/quotient switch points), with room
+    assert float(divided_difference_1(x, y)) == pytest.approx(float(_dd1_exact(x, y)), rel=1e-11)
+    assert float(divided_difference_2(x, y)) == pytest.approx(float(_dd2_exact(x, y)), rel=1e-10)
+
+
+@pytest.mark.parametrize("x, y", [(-1.0, -1.0), (-0.5, -0.5 + 1e-12), (-40.0, -40.0), (-3.0, -0.2)])
+def test_divided_difference_1_gradient_is_right_at_and_near_equal_nodes(x, y):
+    # d/dx f[x, y] = f[x, x, y]; at x == y that is e^x / 2 (the derivative of a smooth function
+    # must not depend on which branch a max() or abs() picks at a tie)
+    gx, gy = jax.grad(divided_difference_1, argnums=(0, 1))(x, y)
+    h = 1e-7  # central difference in 60 digits: truncation error ~h^2 / 6 ~ 2e-15 relative
+    fd_x = _CTX.divide(_dd1_exact(x + h, y) - _dd1_exact(x - h, y), _D(x + h) - _D(x - h))
+    fd_y = _CTX.divide(_dd1_exact(x, y + h) - _dd1_exact(x, y - h), _D(y + h) - _D(y - h))
+    assert float(gx) == pytest.approx(float(fd_x), rel=1e-8)
+    assert float(gy) == pytest.approx(float(fd_y), rel=1e-8)
+
+
+def _one_compartment(t, dose, ka, k, v):
+    """Textbook oral one-compartment concentration, in 60-digit arithmetic."""
+    t, ka, k, dose, v = _D(t), _D(ka), _D(k), _D(dose), _D(v)
+    if ka == k:
+        return dose / v * ka * t * _CTX.exp(-k * t)
+    return dose / v * ka / (ka - k) * (_CTX.exp(-k * t) - _CTX.exp(-ka * t))
+
+
+def _rhs(t, y, p):
+    return jnp.stack([-p["ka"] * y[0], p["ka"] * y[0] - p["cl"] / p["v"] * y[1]])
+
+
+@pytest.mark.parametrize("ka", [0.05, 1.5, 2.7 / 31.0, 300.0, 5000.0])
+def test_single_oral_dose_matches_the_textbook_formula(ka):
+    times = np.array([0.25, 1.0, 3.5, 12.0, 24.0])
+    batch = make_batch([patient([bolus(0.0, 320.0, 0)], times)], n_states=2)
+    p = {"ka": jnp.array([ka]), "cl": jnp.array([2.7]), "v": jnp.array([31.0])}
+    sol = solve_population_with_status(_rhs, p, batch, solver="analytic")
+    assert not bool(sol.failed[0])
+    conc = np.asarray(sol.ys[0, :, 1]) / 31.0
+    want = np.array([float(_one_compartment(t, 320.0, ka, 2.7 / 31.0, 31.0)) for t in times])
+    # ~1e-11 relative (module docstring) plus the rounding of k = cl / v and of the division by v
+    np.testing.assert_allclose(conc, want, rtol=1e-10, atol=1e-300)
+
+
+def _history_batch():
+    """Two patients: repeated oral doses, an infusion into the depot and one into the central
+    compartment, a reset, records before, at and after events, pre-dose records."""
+    a = patient(
+        [bolus(0.0, 100.0, 0), bolus(12.0, 100.0, 0), infusion(24.0, 60.0, 1, duration=2.0),
+         infusion(30.0, 40.0, 0, duration=4.0)],
+        [0.5, 2.0, 12.0, 13.0, 24.0, 25.0, 26.0, 31.0, 34.0, 48.0],
+        pre_dose=[False, False, True, False, False, False, False, False, False, False], obs_compartment=1,
+    )
+    b = patient([bolus(1.0, 50.0, 1), reset(10.0), bolus(10.0, 80.0, 0)], [0.0, 2.0, 9.0, 11.0, 20.0],
+                obs_compartment=1)
+    return make_batch([a, b], n_states=2)
+
+
+@pytest.mark.parametrize("ka", [[1.2, 0.4], [0.0871, 0.0871], [250.0, 30.0]])
+def test_dosing_histories_match_the_matrix_exponential_and_rk45(ka):
+    batch = _history_batch()
+    p = {"ka": jnp.array(ka), "cl": jnp.array([2.7, 2.7]), "v": jnp.array([31.0, 31.0])}
+    a = solve_population_with_status(_rhs, p, batch, solver="analytic")
+    e = solve_population_with_status(_rhs, p, batch, solver="expm")
+    r = solve_population_with_status(_rhs, p, batch, solver="rk45", rtol=1e-11, atol=1e-11, max_steps=200_000)
+    assert not np.any(np.asarray(a.failed)) and not np.any(np.asarray(e.failed))
+    scale = float(jnp.max(jnp.abs(e.ys)))
+    # expm: ~1e-15 relative, the closed form ~1e-11 (module docstrings); RK45 at rtol 1e-11
+    # over ~10 segments: ~1e-9 of the largest amount
+    np.testing.assert_allclose(np.asarray(a.ys), np.asarray(e.ys), rtol=1e-10, atol=1e-12 * scale)
+    np.testing.assert_allclose(np.asarray(a.ys), np.asarray(r.ys), rtol=0, atol=1e-8 * scale)
+
+
+def test_gradients_match_the_matrix_exponential_including_equal_rates():
+    batch = _history_batch()
+
+    def total(log_ka, solver):
+        p = {"ka": jnp.exp(log_ka), "cl": jnp.array([2.7, 2.7]), "v": jnp.array([31.0, 31.0])}
+        return jnp.sum(solve_population_with_status(_rhs, p, batch, solver=solver).ys[..., 1])
+
+    # ka == CL / V exactly (the textbook formula's 0 / 0), and ordinary values
+    for log_ka in (jnp.full(2, jnp.log(2.7 / 31.0)), jnp.log(jnp.array([1.5, 0.2]))):
+        ga, ge = jax.grad(total)(log_ka, "analytic"), jax.grad(total)(log_ka, "expm")
+        # both differentiate an exact solution; the infusion into the depot is within the
+        # 1e-5 confluence band only at equal rates (gradient error ~1e-5 relative, stated)
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(ge), rtol=1e-4)
+    ga, ge = jax.grad(total)(jnp.log(jnp.array([1.5, 0.2])), "analytic"), jax.grad(total)(
+        jnp.log(jnp.array([1.5, 0.2])), "expm")
+    np.testing.assert_allclose(np.asarray(ga), np.asarray(ge), rtol=1e-9)  # away from the band
+
+
+def test_one_state_model_and_bioavailability():
+    batch = make_batch([patient([bolus(0.0, 100.0, 0), infusion(5.0, 30.0, 0, duration=3.0)],
+                                [1.0, 5.0, 6.0, 8.0, 20.0])], n_states=1)
+    rhs = lambda t, y, p: -p["k"] * y  # noqa: E731
+    p = {"k": jnp.array([0.3])}
+    kw = dict(bioavailability=jnp.array([0.7]))
+    a = solve_population_with_status(rhs, p, batch, solver="analytic", **kw)
+    e = solve_population_with_status(rhs, p, batch, solver="expm", **kw)
+    np.testing.assert_allclose(np.asarray(a.ys), np.asarray(e.ys), rtol=1e-12)  # both exact
+    assert float(a.ys[0, 0, 0]) == pytest.approx(70.0 * np.exp(-0.3), rel=1e-14)
+
+
+def test_a_model_that_is_not_a_chain_fails_every_patient_instead_of_a_wrong_answer():
+    def two_compartment(t, y, p):  # central <-> peripheral exchange: dy0/dt depends on y1
+        return jnp.stack([-0.5 * y[0] + 0.2 * y[1], 0.3 * y[0] - 0.2 * y[1]])
+
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0, 2.0])] * 2, n_states=2)
+    sol = solve_population_with_status(two_compartment, {"k": jnp.ones(2)}, batch, solver="analytic")
+    assert np.all(np.asarray(sol.failed))
+
+
+def test_a_nonlinear_rhs_fails_instead_of_being_linearised():
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0, 2.0])], n_states=1)
+    sol = solve_population_with_status(lambda t, y, p: -p["k"] * y**2, {"k": jnp.ones(1)}, batch,
+                                       solver="analytic")
+    assert bool(sol.failed[0])
+
+
+def test_more_than_two_states_is_refused_with_a_model_error():
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0])], n_states=3)
+    with pytest.raises(ModelError, match="solver='analytic'.*3 states"):
+        solve_population_with_status(lambda t, y, p: -y, {"k": jnp.ones(1)}, batch, solver="analytic")
