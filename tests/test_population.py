@@ -12,7 +12,6 @@ import pytest
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-import bayesbio as bb
 from bayesbio.errors import DataError, ModelError, OptionError, SolverError
 from bayesbio.population import (
     allometric,

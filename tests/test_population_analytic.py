@@ -152,13 +152,21 @@ def test_one_state_model_and_bioavailability():
     assert float(a.ys[0, 0, 0]) == pytest.approx(70.0 * np.exp(-0.3), rel=1e-14)
 
 
-def test_a_model_that_is_not_a_chain_fails_every_patient_instead_of_a_wrong_answer():
-    def two_compartment(t, y, p):  # central <-> peripheral exchange: dy0/dt depends on y1
-        return jnp.stack([-0.5 * y[0] + 0.2 * y[1], 0.3 * y[0] - 0.2 * y[1]])
+def _two_compartment(t, y, p):  # central <-> peripheral exchange: dy0/dt depends on y1
+    return jnp.stack([-p["k"] * y[0] + 0.2 * y[1], 0.3 * y[0] - 0.2 * y[1]])
 
+
+def test_a_model_that_is_not_a_chain_is_refused_by_name_on_concrete_parameters():
     batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0, 2.0])] * 2, n_states=2)
-    sol = solve_population_with_status(two_compartment, {"k": jnp.ones(2)}, batch, solver="analytic")
-    assert np.all(np.asarray(sol.failed))
+    with pytest.raises(ModelError, match=r"solver='analytic'.*not a chain.*y\[1\].*solver='expm'"):
+        solve_population_with_status(_two_compartment, {"k": jnp.ones(2)}, batch, solver="analytic")
+
+
+def test_a_model_that_is_not_a_chain_fails_every_patient_when_traced_instead_of_a_wrong_answer():
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], [1.0, 2.0])] * 2, n_states=2)
+    failed = jax.jit(lambda k: solve_population_with_status(_two_compartment, {"k": k}, batch,
+                                                            solver="analytic").failed)(jnp.ones(2))
+    assert np.all(np.asarray(failed))
 
 
 def test_a_nonlinear_rhs_fails_instead_of_being_linearised():

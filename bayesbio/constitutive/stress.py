@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesbio.constitutive.energy import StrainEnergy, invariants
-from bayesbio.constitutive.kinematics import MODES, Deformation, simple_shear, uniaxial
+from bayesbio.constitutive.kinematics import MODES, Deformation, simple_shear
 from bayesbio.errors import DataError, ModelError, describe
 
 __all__ = ["cauchy_stress", "energy", "nominal_stress", "shear_modulus", "stress"]

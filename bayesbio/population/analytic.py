@@ -28,8 +28,10 @@ differences and 50-digit arithmetic.
 ``K`` and ``c`` come from the user's ``rhs`` as for ``solver="expm"`` (``rhs`` must be linear
 in ``y`` and must not depend on ``t``). A two-state ``rhs`` whose first rate depends on the
 second state (e.g. a two-compartment model with exchange) is not a chain: every segment of
-it is reported as a failed solve (use ``solver="expm"``); models of more than two states are
-refused with a :class:`~bayesbio.errors.ModelError` when the model is traced.
+it is reported as a failed solve (use ``solver="expm"``), and refused with a
+:class:`~bayesbio.errors.ModelError` wherever the parameters are concrete (as on the first,
+untraced run of a model, before sampling starts: :func:`check_chain`); models of more than two
+states are refused with a :class:`~bayesbio.errors.ModelError` when the model is traced.
 
 Cost: a few exponentials per record, with no step-size control, no step budget and no
 tolerance. On the bundled theophylline model (12 patients) one log-density gradient took
@@ -50,7 +52,7 @@ from bayesbio.ode import ODESolution
 from bayesbio.population.batch import scan_segments
 from bayesbio.population.linear import _linearity_violated, linear_system
 
-__all__ = ["divided_difference_1", "divided_difference_2", "solve_patient_analytic"]
+__all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "solve_patient_analytic"]
 
 # Below these |z| the power series replace the closed forms (whose rounding error grows as
 # eps / |z| and eps / |z|^2): the series' truncation errors there are < 1e-16 relative.
@@ -138,15 +140,32 @@ def _propagate_chain(y, tau, K, u):
     return jnp.stack([y0, y1], axis=-1)
 
 
-def solve_patient_analytic(rhs: Callable, params: Any, events, *, y0=None, bioavailability=None) -> ODESolution:
-    """One patient's dosing history solved in closed form (see the module docstring); the
-    signature and result are those of :func:`~bayesbio.population.solve_patient`."""
-    n_states = events.seg_bolus.shape[-1]
+def check_chain(rhs: Callable, params: Any, n_states: int) -> None:
+    """Raise :class:`~bayesbio.errors.ModelError` unless ``rhs`` at ``params`` (one patient's,
+    concrete values) is a model the closed form covers: one state, or two states whose first
+    rate does not depend on the second."""
     if n_states not in (1, 2):
         raise ModelError(
             f"solver='analytic': the closed form covers models of 1 or 2 states (a chain), but this "
             f"model has {n_states} states; use solver='expm' for larger linear models"
         )
+    if n_states == 2:
+        K, _ = linear_system(rhs, params, n_states)
+        coupling = float(K[0, 1])
+        if coupling != 0.0:
+            raise ModelError(
+                "solver='analytic': the model is not a chain: d y[0]/dt depends on y[1] "
+                f"(d rhs[0] / d y[1] = {coupling:.6g}, expected 0), as in a two-compartment model with "
+                "exchange; use solver='expm' (any linear model) or an ODE solver"
+            )
+
+
+def solve_patient_analytic(rhs: Callable, params: Any, events, *, y0=None, bioavailability=None) -> ODESolution:
+    """One patient's dosing history solved in closed form (see the module docstring); the
+    signature and result are those of :func:`~bayesbio.population.solve_patient`."""
+    n_states = events.seg_bolus.shape[-1]
+    if n_states not in (1, 2):
+        check_chain(rhs, params, n_states)  # raises, naming the number of states
     dtype = jnp.result_type(float)
     y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
     f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)

@@ -33,7 +33,7 @@ from bayesbio._patient_failures import report_patient_failures
 from bayesbio.errors import SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, solve_with_status
 from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments
-from bayesbio.population.analytic import solve_patient_analytic
+from bayesbio.population.analytic import check_chain, solve_patient_analytic
 from bayesbio.population.linear import solve_patient_expm
 
 __all__ = ["solve_patient", "solve_population", "solve_population_with_status"]
@@ -111,6 +111,19 @@ def solve_patient(
 
     ys, failed = scan_segments(propagate, y0, f_bio, events, dtype)
     return ODESolution(ys=ys, failed=failed)
+
+
+def _check_analytic(rhs, params, shared, n_states: int) -> None:
+    """``solver="analytic"`` on concrete parameters (e.g. a model's first, untraced run): a clear
+    error for a model the closed form does not cover, instead of every solve failing later."""
+    check_chain_states = n_states not in (1, 2)
+    leaves = jax.tree_util.tree_leaves((params, shared))
+    if not check_chain_states and any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    first = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], params)
+    if shared is not None:
+        first = {**first, **shared}
+    check_chain(rhs, first, n_states)
 
 
 def _check_patient_axis(params, n_patients: int, what: str) -> None:
@@ -203,6 +216,8 @@ def solve_population_with_status(
 
     y0_axis = axis_of(y0, "y0")
     bio_axis = axis_of(bioavailability, "bioavailability")
+    if isinstance(solver, str) and solver == "analytic":
+        _check_analytic(rhs, params, shared, n_states)
     # devices: with a "patients" mesh active (bayesbio.parallel), shard the patients instead
     from bayesbio.population.sharding import dispatch_population_solve
 
