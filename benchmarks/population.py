@@ -39,6 +39,12 @@ NAME = "population"
 STAN_FILE = HERE / "stan" / "population_pk.stan"
 #: the bundled theophylline model solved by RK45 (the bundled model itself now uses the closed form)
 BAYESBIO_MODEL = str(HERE / "model_scripts" / "theophylline_rk45.py")
+#: ``--solver analytic``: both sides in closed form (the bundled model as it is; its Stan twin)
+VARIANTS = {
+    "rk45": {"name": NAME, "stan_file": STAN_FILE, "bayesbio_model": BAYESBIO_MODEL},
+    "analytic": {"name": f"{NAME}_analytic", "stan_file": HERE / "stan" / "population_pk_analytic.stan",
+                 "bayesbio_model": "theophylline"},
+}
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
 # the tolerances of model_scripts/theophylline_rk45.py (make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000))
 RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 5000
@@ -101,10 +107,10 @@ def simulate(n_patients: int, folder: Path) -> tuple[Path, dict]:
     return path, stan_data(table)
 
 
-def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]:
+def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = BAYESBIO_MODEL) -> list[dict]:
     """The constrained points where bayesbio's chains start, one dict per chain, for Stan's ``init``.
 
-    Reproduces the start of ``bb.sample_nuts(BAYESBIO_MODEL, data_path, chains=chains,
+    Reproduces the start of ``bb.sample_nuts(model, data_path, chains=chains,
     seed=seed)``: the model's pre-fit (``nuts_prefit = "svi"``) with the same random stream,
     then the same per-chain draw (or fall-back) that its chains start from. Stan's interface
     takes initial values but no initial metric, so the Stan side starts at the same points with
@@ -117,7 +123,7 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int) -> list[dict]
     from bayesbio.infer import nuts
     from bayesbio.infer._common import FailureLog, prepare
 
-    prepared = prepare(BAYESBIO_MODEL, str(data_path))
+    prepared = prepare(model, str(data_path))
     if prepared.spec.prefit != "svi":
         raise SystemExit("models/theophylline.py no longer sets nuts_prefit = 'svi': update this benchmark")
     sampler = nuts._Sampler(
@@ -147,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
         "--stan-start", choices=["bayesbio", "stan"], default="bayesbio",
         help="bayesbio (default): Stan's chains start at the points bayesbio's chains start from (its "
         "pre-fit draws); stan: Stan's own uniform(-2, 2) start on the unconstrained scale",
+    )
+    p.add_argument(
+        "--solver", choices=sorted(VARIANTS), default="rk45",
+        help="rk45 (default): both sides solve the ODE (bayesbio's fused RK45, Stan's ode_rk45_tol); analytic: "
+        "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); results "
+        "population[_analytic]_N<N>.json/md",
     )
     p.add_argument(
         "--summary-only", action="store_true",
@@ -208,7 +220,7 @@ def render(result) -> str:
             "",
         ]
     lines += [
-        "Per-N details (start-up, posterior agreement, versions): `population_N<N>" + ("_quick" if result.get("quick") else "")
+        f"Per-N details (start-up, posterior agreement, versions): `{result['benchmark']}_N<N>" + ("_quick" if result.get("quick") else "")
         + ".md`. bayesbio's one-gradient time is measured inside a compiled loop (one chain); Stan's is an upper "
         "bound (sampling time / leapfrog steps).",
         "",
@@ -219,14 +231,20 @@ def render(result) -> str:
 
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
+    variant = VARIANTS[args.solver]
+    name = variant["name"]
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     size = common.run_size(args)
     notes = [
         "Same posterior on both sides: the priors, likelihood and non-centred random effects of "
         "`models/theophylline.py`, and the same simulated table (Stan data built from it).",
-        f"ODE: bayesbio's fused RK45 with forward sensitivities (`solve_population`, all patients in one vmapped "
-        f"solve); Stan `ode_rk45_tol` patient by patient; rtol {RTOL:g}, atol {ATOL:g}, max steps {MAX_STEPS} "
-        "(Stan counts steps between output times).",
+        (f"ODE: bayesbio's fused RK45 with forward sensitivities (`solve_population`, all patients in one vmapped "
+         f"solve; `model_scripts/theophylline_rk45.py`); Stan `ode_rk45_tol` patient by patient; rtol {RTOL:g}, "
+         f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times).")
+        if args.solver == "rk45" else
+        ("Closed form on both sides: bayesbio's bundled model (`solve_population(..., solver=\"analytic\")`, all "
+         "patients in one vmapped call); Stan `stan/population_pk_analytic.stan`, the textbook one-compartment "
+         "formula vectorised over all observations."),
         f"Data: `simulate_table(N, seed={DATA_SEED})` from `models/theophylline.py` (nlmixr2 Theoph estimates as "
         "truth, 4 mg/kg oral dose, 6–10 jittered samples per patient between 0.25 and 24 h).",
     ]
@@ -245,7 +263,7 @@ def main(argv=None) -> dict:
         # (e.g. Stan's side of small N and bayesbio's of large N run separately); the others are left out
         merged = dict(runs)
         for n in FULL_SIZES:
-            path = Path(args.out_dir) / f"{NAME}_N{n}{'_quick' if args.quick else ''}.json"
+            path = Path(args.out_dir) / f"{name}_N{n}{'_quick' if args.quick else ''}.json"
             if n in merged or not path.exists():
                 continue
             old = json.loads(path.read_text())
@@ -264,10 +282,11 @@ def main(argv=None) -> dict:
             table += [r for r in (st_row, bb_row) if r]
             for r in res["rows"]:
                 rows.append(dict(r, run=f"N={n}: {r['run']}"))
-        stem = f"{NAME}_quick" if args.quick else NAME
+        stem = f"{name}_quick" if args.quick else name
         result = {
-            "benchmark": NAME,
-            "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan",
+            "benchmark": name,
+            "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan"
+            + (", both in closed form" if args.solver == "analytic" else ""),
             "quick": bool(args.quick),
             "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
                          "stan_max_n": args.stan_max_n, "stan_start": args.stan_start},
@@ -289,6 +308,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bayesbio-population-bench-") as tmp:
         for n in sizes:
             data_path, sdata = simulate(n, Path(tmp))
+            if args.solver == "analytic":  # the closed form takes no solver settings
+                sdata = {k: v for k, v in sdata.items() if k not in ("rtol", "atol", "max_num_steps")}
             sides = [s.strip() for s in args.sides.split(",") if s.strip()]
             if n > args.stan_max_n:
                 sides = [s for s in sides if s != "stan"]
@@ -298,18 +319,19 @@ def main(argv=None) -> dict:
             sub.sides = ",".join(sides)
             stan_init = None
             if "stan" in sides and args.stan_start == "bayesbio":
-                stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed)
+                stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed, variant["bayesbio_model"])
             runs[n] = common.run_benchmark(
                 sub,
-                name=f"{NAME}_N{n}",
-                title=f"Population PK, N = {n} patients: bayesbio vs Stan",
-                bayesbio_model=BAYESBIO_MODEL,
+                name=f"{name}_N{n}",
+                title=f"Population PK, N = {n} patients: bayesbio vs Stan"
+                + (", both in closed form" if args.solver == "analytic" else ""),
+                bayesbio_model=variant["bayesbio_model"],
                 bayesbio_data=str(data_path),
-                stan_file=STAN_FILE,
+                stan_file=variant["stan_file"],
                 stan_data=sdata,
                 params=PARAMS,
                 notes=notes,
-                extra_settings={"n_patients": n, "rtol": RTOL, "atol": ATOL, "max_steps": MAX_STEPS,
+                extra_settings={"n_patients": n, "solver": args.solver, "rtol": RTOL, "atol": ATOL, "max_steps": MAX_STEPS,
                                 "stan_start": args.stan_start},
                 stan_init=stan_init,
             )
