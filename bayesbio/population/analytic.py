@@ -62,10 +62,6 @@ _DPHI1_SERIES_BELOW = 1e-2  # next term 7 z^6 / 40320 < 1.8e-16
 # derivative's truncation error (δ² / 24 relative) and the difference quotient's rounding
 # error (eps / δ) are both ~1e-11 there.
 _CONFLUENT_BELOW = 1e-5
-_SINHC_SERIES_BELOW = 1e-2  # next term w^8 / 362880 < 3e-22
-# |w| above which sinh(w) / w gives way to the max-shifted form (e^20 is far from overflow, and
-# there |x - y| > 40, so the shifted form's max and abs are away from their kinks)
-_SHIFT_ABOVE = 20.0
 
 
 def _phi1(z):
@@ -84,28 +80,16 @@ def _dphi1(z):
     return jnp.where(small, series, (zs * jnp.exp(zs) - jnp.expm1(zs)) / zs**2)
 
 
-def _sinhc(w):
-    """``sinh(w) / w`` (1 at 0), with its derivative accurate near 0."""
-    small = jnp.abs(w) < _SINHC_SERIES_BELOW
-    ws = jnp.where(small, 1.0, w)
-    w2 = w * w
-    series = 1.0 + w2 * (1 / 6 + w2 * (1 / 120 + w2 / 5040))
-    return jnp.where(small, series, jnp.sinh(ws) / ws)
-
-
 def divided_difference_1(x, y):
     """``(e^x - e^y) / (x - y)`` (``e^x`` at ``x == y``), stable at any real ``x, y``.
 
-    ``e^{(x+y)/2} sinh(w) / w`` with ``w = (x - y) / 2``: smooth in both nodes, so its gradient
-    is right at ``x == y`` too; where ``|w|`` is large (``sinh`` would overflow before the
-    product does) ``e^{max} (1 - e^{-|x-y|}) / |x-y|`` instead, the same function.
+    ``e^{max} (e^{min - max} - 1) / (min - max)``: one ``exp`` and one ``expm1``, no overflow
+    before the value itself overflows. Its gradient is right at ``x == y`` too, because JAX's
+    ``maximum`` and ``minimum`` split their derivative equally between tied arguments (each
+    node then gets ``e^x / 2``, the derivative of the smooth function; tested).
     """
-    w = (x - y) / 2
-    far = jnp.abs(w) > _SHIFT_ABOVE
-    near = jnp.exp((x + y) / 2) * _sinhc(jnp.where(far, 0.0, w))
-    d = jnp.where(far, jnp.abs(x - y), 1.0)
-    shifted = jnp.exp(jnp.maximum(x, y)) * _phi1(-d)
-    return jnp.where(far, shifted, near)
+    hi, lo = jnp.maximum(x, y), jnp.minimum(x, y)
+    return jnp.exp(hi) * _phi1(lo - hi)
 
 
 def divided_difference_2(x, y):
@@ -115,27 +99,33 @@ def divided_difference_2(x, y):
     1e-5 of each other (relative), the derivative at their midpoint (value error ~1e-11
     relative; gradient error ~1e-5 relative, in that band only).
     """
-    d = x - y
-    confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(x), jnp.abs(y)))
-    ds = jnp.where(confluent, 1.0, d)
-    quotient = (_phi1(x) - _phi1(y)) / ds
-    return jnp.where(confluent, _dphi1((x + y) / 2), quotient)
+    return _quotient_or_confluent(_phi1(x), _phi1(y), x, y)
 
 
 def _propagate_one(y, tau, K, u):
     lam = K[0, 0] * tau
-    return (jnp.exp(lam) * y[0] + u[0] * tau * divided_difference_1(0.0 * tau, lam))[:, None]
+    return (jnp.exp(lam) * y[0] + u[0] * tau * _phi1(lam))[:, None]  # f[0, lam] = phi1(lam)
+
+
+def _quotient_or_confluent(pa, pk, la, lk):
+    """``f[0, la, lk]`` from ``phi1(la)`` and ``phi1(lk)`` already computed (see
+    :func:`divided_difference_2`)."""
+    d = la - lk
+    confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
+    ds = jnp.where(confluent, 1.0, d)
+    return jnp.where(confluent, _dphi1((la + lk) / 2), (pa - pk) / ds)
 
 
 def _propagate_chain(y, tau, K, u):
     la, lk, b = K[0, 0] * tau, K[1, 1] * tau, K[1, 0]
-    zero = 0.0 * tau
-    y0 = jnp.exp(la) * y[0] + u[0] * tau * divided_difference_1(zero, la)
+    # shared by the terms: f[0, la] = phi1(la), f[0, lk] = phi1(lk); f[0, la, lk] from them
+    pa, pk = _phi1(la), _phi1(lk)
+    y0 = jnp.exp(la) * y[0] + u[0] * tau * pa
     y1 = (
         jnp.exp(lk) * y[1]
         + b * tau * divided_difference_1(la, lk) * y[0]
-        + u[1] * tau * divided_difference_1(zero, lk)
-        + b * u[0] * tau**2 * divided_difference_2(la, lk)
+        + u[1] * tau * pk
+        + b * u[0] * tau**2 * _quotient_or_confluent(pa, pk, la, lk)
     )
     return jnp.stack([y0, y1], axis=-1)
 
