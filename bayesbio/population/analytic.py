@@ -35,8 +35,8 @@ states are refused with a :class:`~bayesbio.errors.ModelError` when the model is
 
 Cost: a few exponentials per record, with no step-size control, no step budget and no
 tolerance. On the bundled theophylline model (12 patients) one log-density gradient took
-~0.1 ms, against 0.32-0.39 ms for the explicit RK45 solver at ordinary absorption rates,
-6.4 ms for RK45 where some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at
+0.07-0.10 ms, against 0.35-0.37 ms for the explicit RK45 solver at ordinary absorption rates,
+6.2 ms for RK45 where some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at
 any rate (``benchmarks/results/linear_pk_solvers.md``).
 """
 
