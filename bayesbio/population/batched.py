@@ -115,15 +115,13 @@ def solve_patient(
 
 def _check_analytic(rhs, params, shared, n_states: int) -> None:
     """``solver="analytic"`` on concrete parameters (e.g. a model's first, untraced run): a clear
-    error for a model the closed form does not cover, instead of every solve failing later."""
-    check_chain_states = n_states not in (1, 2)
-    leaves = jax.tree_util.tree_leaves((params, shared))
-    if not check_chain_states and any(isinstance(x, jax.core.Tracer) for x in leaves):
+    error for a model the closed form does not cover, instead of every solve failing later.
+    (Traced, :func:`solve_patient_analytic` still refuses other sizes and fails the solves of a
+    model that is not a chain.)"""
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((params, shared))):
         return
     first = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], params)
-    if shared is not None:
-        first = {**first, **shared}
-    check_chain(rhs, first, n_states)
+    check_chain(rhs, first if shared is None else {**first, **shared}, n_states)
 
 
 def _check_patient_axis(params, n_patients: int, what: str) -> None:
@@ -216,7 +214,8 @@ def solve_population_with_status(
 
     y0_axis = axis_of(y0, "y0")
     bio_axis = axis_of(bioavailability, "bioavailability")
-    if isinstance(solver, str) and solver == "analytic":
+    closed_form = isinstance(solver, str) and solver == "analytic"
+    if closed_form:
         _check_analytic(rhs, params, shared, n_states)
     # devices: with a "patients" mesh active (bayesbio.parallel), shard the patients instead
     from bayesbio.population.sharding import dispatch_population_solve
@@ -240,7 +239,6 @@ def solve_population_with_status(
     # a closed form has no step loop (nothing waits for a slowest patient, no per-step working set
     # to keep in cache): one vmap over every patient (N = 1,000 theophylline, value + gradient:
     # 4.9 ms in chunks of 64, 1.9 ms in one vmap, solver="analytic")
-    closed_form = isinstance(solver, str) and solver == "analytic"
     ys, failed = _chunked_vmap(one, (y0_axis, bio_axis), params, batch, y0, bioavailability,
                                n_patients, chunked=not closed_form)
     return ODESolution(ys=ys, failed=failed)
