@@ -57,6 +57,9 @@ MODELS = {"porous_fisher": 1.0, "fisher_kpp": 0.0}
 #: any plausible value — and lambda up to 7/h, where the explicit reaction of a 1 h IMEX step is
 #: unstable.
 init_strategy = init_to_sample
+#: Simulation-based calibration settings (`bayesbio sbc scratch_assay`): one replication per batch
+#: (vmapped replications wait for the slowest one's trees); run with `--workers` = cores.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 1}
 
 dims = {
     "D": ["density"],
