@@ -49,7 +49,7 @@ import jax.numpy as jnp
 
 from bayesbio.errors import ModelError
 from bayesbio.ode import ODESolution
-from bayesbio.population.batch import scan_segments
+from bayesbio.population.batch import scan_segments, segment_defaults
 from bayesbio.population.linear import _linearity_violated, linear_system
 
 __all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "solve_patient_analytic"]
@@ -153,12 +153,9 @@ def check_chain(rhs: Callable, params: Any, n_states: int) -> None:
 def solve_patient_analytic(rhs: Callable, params: Any, events, *, y0=None, bioavailability=None) -> ODESolution:
     """One patient's dosing history solved in closed form (see the module docstring); the
     signature and result are those of :func:`~bayesbio.population.solve_patient`."""
-    n_states = events.seg_bolus.shape[-1]
+    n_states, dtype, y0, f_bio = segment_defaults(events, y0, bioavailability)
     if n_states not in (1, 2):
         check_chain(rhs, params, n_states)  # raises, naming the number of states
-    dtype = jnp.result_type(float)
-    y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
-    f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
     K, c = linear_system(rhs, params, n_states, dtype)
     not_chain = (K[0, 1] != 0.0) if n_states == 2 else jnp.asarray(False)
     step = _propagate_one if n_states == 1 else _propagate_chain

@@ -236,6 +236,16 @@ def make_batch(patients: Sequence[Patient], *, n_states: int) -> PopulationBatch
     return PopulationBatch(**out)
 
 
+def segment_defaults(events, y0=None, bioavailability=None):
+    """``(n_states, dtype, y0, f_bio)`` for one patient's solve: the initial state (default
+    zeros) and the dose fractions (default ones) as arrays of JAX's default float type."""
+    n_states = events.seg_bolus.shape[-1]
+    dtype = jnp.result_type(float)
+    y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
+    f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
+    return n_states, dtype, y0, f_bio
+
+
 def scan_segments(propagate, y0, f_bio, events, dtype):
     """Walk one patient's segments (one row of a batch) and read every record off its own segment.
 

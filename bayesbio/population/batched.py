@@ -32,7 +32,7 @@ import numpy as np
 from bayesbio._patient_failures import report_patient_failures
 from bayesbio.errors import SolverError, describe
 from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, solve_with_status
-from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments
+from bayesbio.population.batch import PopulationBatch, as_batch, scan_segments, segment_defaults
 from bayesbio.population.analytic import check_chain, solve_patient_analytic
 from bayesbio.population.linear import solve_patient_expm
 
@@ -96,10 +96,7 @@ def solve_patient(
         return solve_patient_expm(rhs, params, events, y0=y0, bioavailability=bioavailability)
     if isinstance(solver, str) and solver == "analytic":
         return solve_patient_analytic(rhs, params, events, y0=y0, bioavailability=bioavailability)
-    n_states = events.seg_bolus.shape[-1]
-    dtype = jnp.result_type(float)
-    y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
-    f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
+    n_states, dtype, y0, f_bio = segment_defaults(events, y0, bioavailability)
     f = _with_input(rhs)
 
     def propagate(y, ts, start, end, rate):

@@ -47,7 +47,7 @@ from jax.scipy.linalg import expm
 
 from bayesbio.errors import ModelError
 from bayesbio.ode import ODESolution
-from bayesbio.population.batch import scan_segments
+from bayesbio.population.batch import scan_segments, segment_defaults
 
 __all__ = ["check_linear", "linear_system", "solve_patient_expm"]
 
@@ -120,10 +120,7 @@ def _linearity_violated(rhs, params, K, c, t, y):
 def solve_patient_expm(rhs: Callable, params: Any, events, *, y0=None, bioavailability=None) -> ODESolution:
     """One patient's dosing history solved exactly (see the module docstring); the
     signature and result are those of :func:`~bayesbio.population.solve_patient`."""
-    n_states = events.seg_bolus.shape[-1]
-    dtype = jnp.result_type(float)
-    y0 = jnp.zeros(n_states, dtype) if y0 is None else jnp.asarray(y0, dtype)
-    f_bio = jnp.ones(n_states, dtype) if bioavailability is None else jnp.asarray(bioavailability, dtype)
+    n_states, dtype, y0, f_bio = segment_defaults(events, y0, bioavailability)
     K, c = linear_system(rhs, params, n_states, dtype)
     bottom = jnp.zeros((1, n_states + 1), dtype)
 
