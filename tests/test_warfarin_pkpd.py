@@ -113,3 +113,96 @@ def test_cli_defaults_converge(tmp_path):
     for name, ref in {"cl_pop": 0.13, "v_pop": 7.9, "kout": 0.055, "e0_pop": 97.0}.items():
         median = float(idata.posterior[name].median())
         assert ref / 1.5 < median < ref * 1.5, (name, median, ref)
+
+
+# --- the closed-form PK + one-state PD solve against the three-state ODE -------------------------
+
+TIGHT = dict(rtol=1e-10, atol=1e-12, max_steps=200_000)
+
+
+def _parameters(n, seed, *, ka_equals_k=False):
+    rng = np.random.default_rng(seed)
+    p = {"ka": np.exp(rng.normal(0.0, 1.0, n)), "cl": 0.15 * np.exp(rng.normal(0.0, 0.5, n)),
+         "v": 8.0 * np.exp(rng.normal(0.0, 0.3, n)), "e0": np.full(n, 100.0),
+         "ic50": 1.5 * np.exp(rng.normal(0.0, 0.5, n))}
+    if ka_equals_k:  # the textbook formula's 0/0: the closed form must stay exact there
+        p["ka"][0] = p["cl"][0] / p["v"][0]
+    return {k: np.asarray(v) for k, v in p.items()}
+
+
+def _three_state(wf, p, kout, imax, events):
+    states = bb.population.solve_population_with_status(
+        wf.rhs, p, events, shared={"kout": kout, "imax": imax}, y0=np.array([0.0, 0.0, 1.0]), **TIGHT
+    ).ys
+    return states[..., 1] / p["v"][:, None], states[..., 2]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_closed_form_pk_matches_three_state_ode(wf, monkeypatch, seed):
+    # both sides solved at rtol 1e-10: they agree to ~1e-9 relative; 1e-7 leaves room for the
+    # tolerance-proportional error of either solve (states O(1), amounts O(100 mg))
+    monkeypatch.setattr(wf, "SOLVER", TIGHT)
+    data = wf.load_data()
+    events = data["events"]
+    assert wf.oral_doses_only(events)
+    p = _parameters(32, seed, ka_equals_k=seed == 0)
+    conc, r = wf.predictions(p, 0.06, 0.9, events)
+    conc_ref, r_ref = _three_state(wf, p, 0.06, 0.9, events)
+    valid = np.asarray(events["obs_valid"])
+    np.testing.assert_allclose(np.asarray(conc)[valid], np.asarray(conc_ref)[valid], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(r)[valid], np.asarray(r_ref)[valid], rtol=1e-7, atol=1e-10)
+    assert np.min(np.asarray(r)[valid]) < 0.7  # the drug does act: a comparison of two flat lines proves nothing
+
+
+def test_closed_form_pk_multiple_oral_doses_and_gradient(wf, monkeypatch):
+    """Superposition over several oral doses (a regimen, not the bundled data's single dose), and
+    the gradient with respect to every parameter of the one-state solve against the three-state one."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesbio.population import bolus, make_batch, patient
+
+    monkeypatch.setattr(wf, "SOLVER", TIGHT)
+    times = np.array([0.0, 2.0, 12.0, 24.0, 30.0, 48.0, 60.0, 96.0])
+    regimen = [bolus(0.0, 100.0, 0), bolus(24.0, 50.0, 0), bolus(48.0, 75.0, 0)]
+    batch = make_batch([patient(regimen, times), patient(regimen[:1], times)], n_states=3).to_dict()
+    assert wf.oral_doses_only(batch)
+    p = _parameters(2, 3)
+
+    def total(p, shared, closed_form):
+        conc, r = (wf.predictions(p, shared["kout"], shared["imax"], batch) if closed_form
+                   else _three_state(wf, p, shared["kout"], shared["imax"], batch))
+        return jnp.sum(conc) + 100.0 * jnp.sum(r), (conc, r)
+
+    shared = {"kout": 0.05, "imax": 0.8}
+    (v1, (c1, r1)), g1 = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(p, shared, True)
+    (v3, (c3, r3)), g3 = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(p, shared, False)
+    np.testing.assert_allclose(np.asarray(c1), np.asarray(c3), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(r1), np.asarray(r3), rtol=1e-7, atol=1e-10)
+    # a later dose raises the concentration: the second patient (one dose) stays lower after t = 24
+    assert np.all(np.asarray(c1)[0, 4:] > np.asarray(c1)[1, 4:])
+    # forward sensitivities at rtol 1e-10 on both sides: gradients agree to ~1e-8 relative
+    for name in ("ka", "cl", "v", "ic50"):
+        np.testing.assert_allclose(np.asarray(g1[0][name]), np.asarray(g3[0][name]), rtol=1e-6, atol=1e-8,
+                                   err_msg=name)
+    for name in ("kout", "imax"):
+        np.testing.assert_allclose(float(g1[1][name]), float(g3[1][name]), rtol=1e-6, err_msg=name)
+
+
+def test_other_dosing_takes_the_three_state_solve(wf):
+    """An infusion or a dose into the central compartment is outside the closed form: the model
+    solves the three-state ODE instead (same predictions as calling it directly)."""
+    from bayesbio.population import bolus, infusion, make_batch, patient
+
+    times = np.array([1.0, 4.0, 10.0, 24.0])
+    for regimen in ([infusion(0.0, 100.0, 0, duration=2.0)], [bolus(0.0, 100.0, 1)]):
+        batch = make_batch([patient(regimen, times)], n_states=3).to_dict()
+        assert not wf.oral_doses_only(batch)
+        p = _parameters(1, 4)
+        conc, r = wf.predictions(p, 0.05, 0.8, batch)
+        ref = bb.population.solve_population_with_status(
+            wf.rhs, p, batch, shared={"kout": 0.05, "imax": 0.8}, y0=np.array([0.0, 0.0, 1.0]), **wf.SOLVER
+        ).ys
+        np.testing.assert_array_equal(np.asarray(conc), np.asarray(ref[..., 1] / p["v"][:, None]))
+        np.testing.assert_array_equal(np.asarray(r), np.asarray(ref[..., 2]))
+        assert np.all(np.asarray(conc) > 0)
