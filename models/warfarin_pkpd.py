@@ -29,9 +29,10 @@ read off it, and only ``r`` is integrated (explicit RK45 with forward sensitivit
 driven by ``C(t)``; segments still restart at every dose). Other dosing (infusions, doses
 into the central or PCA compartment, resets, e.g. in a simulated regimen) is solved as the
 three-state ODE above, :func:`rhs`. Both give the same predictions (to the solver tolerance;
-``tests/test_warfarin_pkpd.py``); on 12 prior draws the one-state solve cost 0.8-2.6 ms per
-log-density gradient against 2.2-14 ms for the three-state one, which failed on one draw whose
-large absorption rates exhaust the step budget (stiff).
+``tests/test_warfarin_pkpd.py``). On 12 prior draws one log-density gradient cost 0.76-3.0 ms
+with the one-state solve against 2.0-16 ms with the three-state one (6.5 times less in all),
+which also failed on one draw whose largest absorption rate, 178 /h, makes the explicit solve
+stiff (``benchmarks/results/warfarin_solvers.md``).
 
     theta_i = theta_pop * (wt_i / 70)^k * exp(eta_theta,i)      theta in (ka, cl, v, e0, ic50)
                                                                 k = 0.75 for cl, 1 for v, else 0
