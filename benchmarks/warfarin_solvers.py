@@ -1,12 +1,13 @@
 """Benchmark: the cost of one log-density gradient of the bundled warfarin PK/PD model (32
-subjects), solved two ways: the PK in closed form with only the PD state integrated (the
-bundled model since 2026-12-05) and the whole model as one three-state ODE (before; still the
-model's solve for dosing outside the closed form). Both use explicit RK45 at the model's
-``SOLVER`` tolerances (rtol = atol = 1e-6, 2000 steps per segment).
+subjects), solved two ways: the PK in closed form with only the PD state integrated
+(``make_model(pk="closed_form")``, the bundled model since 2026-12-06) and the whole model as one
+three-state ODE (``make_model(pk="ode")``, the bundled model before). Both use explicit RK45
+at the model's ``SOLVER`` tolerances (rtol = atol = 1e-6, 2000 steps per segment).
 
-Same points for both: ``--draws`` draws of the model's prior (seed ``--seed``), the kind of
-parameters a simulation-based calibration fits. Each timing is the median of 3 repeats of
-``--calls`` jitted value-and-gradient calls, compiled beforehand, double precision.
+Same points for both: ``--draws`` draws of the model's prior (seed 1), the kind of parameters
+a simulation-based calibration fits. The data are an argument of the jitted function (traced),
+as in bayesbio's runners. Each timing is the median of 3 repeats of ``--calls`` jitted
+value-and-gradient calls, compiled beforehand, double precision.
 
     python benchmarks/warfarin_solvers.py
 
@@ -42,34 +43,30 @@ def measure(draws: int = 12, calls: int = 20, repeats: int = 3, seed: int = 1) -
 
     data = wf.load_data()
     prior = Predictive(wf.model, num_samples=draws)(jax.random.PRNGKey(seed), data)
-    general = wf.oral_doses_only
     rows = []
-    try:
-        for form in FORMS:
-            # the three-state form: the model's general solve, taken for every history
-            wf.oral_doses_only = general if form == FORMS[0] else (lambda events: False)
-            info = initialize_model(jax.random.PRNGKey(0), wf.model, model_args=(data,), dynamic_args=False)
-            value_and_grad = jax.jit(jax.value_and_grad(info.potential_fn))
-            for i in range(draws):
-                z = unconstrain_fn(wf.model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
-                value, grad = value_and_grad(z)
+    for form, pk in zip(FORMS, ("closed_form", "ode")):
+        model = wf.make_model(pk=pk)
+        info = initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
+        potential = info.potential_fn  # potential(data) -> (z -> potential energy)
+        value_and_grad = jax.jit(jax.value_and_grad(lambda z, d: potential(d)(z)))
+        for i in range(draws):
+            z = unconstrain_fn(model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
+            value, grad = value_and_grad(z, data)
+            jax.block_until_ready(grad)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    value, grad = value_and_grad(z, data)
                 jax.block_until_ready(grad)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        value, grad = value_and_grad(z)
-                    jax.block_until_ready(grad)
-                    times.append((time.perf_counter() - start) / calls)
-                flat, _ = ravel_pytree(grad)
-                rows.append({
-                    "form": form, "draw": i, "ms_per_gradient": 1e3 * statistics.median(times),
-                    "potential": float(value), "finite": bool(np.isfinite(float(value)) and np.all(np.isfinite(flat))),
-                    "ka_pop": float(prior["ka_pop"][i]), "kout": float(prior["kout"][i]),
-                    "max_ka_per_h": float(np.max(prior["ka"][i])),
-                })
-    finally:
-        wf.oral_doses_only = general
+                times.append((time.perf_counter() - start) / calls)
+            flat, _ = ravel_pytree(grad)
+            rows.append({
+                "form": form, "draw": i, "ms_per_gradient": 1e3 * statistics.median(times),
+                "potential": float(value), "finite": bool(np.isfinite(float(value)) and np.all(np.isfinite(flat))),
+                "ka_pop": float(prior["ka_pop"][i]), "kout": float(prior["kout"][i]),
+                "max_ka_per_h": float(np.max(prior["ka"][i])),
+            })
     return {"name": "warfarin_solvers", "machine": machine_info(), "run_date": time.strftime("%Y-%m-%d"),
             "draws": draws, "calls": calls, "repeats": repeats, "seed": seed, "rows": rows}
 
@@ -83,7 +80,7 @@ def render(result: dict) -> str:
         f"`python benchmarks/warfarin_solvers.py`, {result['run_date']}, {m.get('cpu_model', m['processor'])} "
         f"({m['cpu_count']} cores, load average {m.get('loadavg_at_start', [float('nan')])[0]:.2f} at the start); "
         f"median of {result['repeats']} × {result['calls']} jitted value-and-gradient calls at each of "
-        f"{result['draws']} prior draws (seed {result['seed']}; 32 subjects, double precision, RK45 at rtol = atol = 1e-6).",
+        f"{result['draws']} prior draws (seed {result['seed']}; 32 subjects, double precision, RK45 at rtol = atol = 1e-6; data traced, as in the runners).",
         "",
         "| prior draw | largest ka_i (1/h) | kout (1/h) | closed-form PK + PD ODE ms | three-state ODE ms | ratio | log density equal (rel. 1e-6) |",
         "|---:|---:|---:|---:|---:|---:|:-:|",

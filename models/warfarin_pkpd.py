@@ -17,23 +17,6 @@ Model (per subject ``i``; states: depot amount, central amount, PCA relative to 
     conc_obs ~ CombinedNoise(C, a_conc, b_conc)                 additive + proportional error
     pca_obs  ~ NormalNoise(PCA, sigma_pca)                      additive error
 
-How it is solved: the PK part is linear and does not depend on ``r``, so for oral (depot)
-bolus doses, the bundled data's only kind, the central amount has a closed form, the sum over
-the doses given before ``t``::
-
-    central(t) = sum_j  A_j ka τ_j f[-ka τ_j, -k τ_j],   τ_j = max(t - t_j, 0),   k = cl / v
-
-with ``f[x, y] = (e^x - e^y) / (x - y)`` (:func:`~bayesbio.population.analytic.divided_difference_1`,
-exact at ``ka == k``), i.e. ``A ka / (ka - k) (e^{-kτ} - e^{-ka τ})``. The concentrations are
-read off it, and only ``r`` is integrated (explicit RK45 with forward sensitivities, one state
-driven by ``C(t)``; segments still restart at every dose). Other dosing (infusions, doses
-into the central or PCA compartment, resets, e.g. in a simulated regimen) is solved as the
-three-state ODE above, :func:`rhs`. Both give the same predictions (to the solver tolerance;
-``tests/test_warfarin_pkpd.py``). On 12 prior draws one log-density gradient cost 0.76-3.0 ms
-with the one-state solve against 2.0-16 ms with the three-state one (6.5 times less in all),
-which also failed on one draw whose largest absorption rate, 178 /h, makes the explicit solve
-stiff (``benchmarks/results/warfarin_solvers.md``).
-
     theta_i = theta_pop * (wt_i / 70)^k * exp(eta_theta,i)      theta in (ka, cl, v, e0, ic50)
                                                                 k = 0.75 for cl, 1 for v, else 0
     eta_i ~ Normal(0, diag(omega^2))                            (non-centred)
@@ -50,6 +33,24 @@ compartments (the early concentrations, 0.5–3 h, of the few densely sampled su
 less well than by the transit model of the reference analyses); no effect compartment (the
 delay of PCA comes from the turnover alone); no random effect on ``kout`` and ``imax``.
 
+How it is solved (``make_model(pk="closed_form")``, the bundled ``model``): the PK chain
+(depot -> central) is linear and does not depend on ``r``, so its amounts have a closed form
+(:func:`~bayesbio.population.analytic.propagate_chain`: divided differences of ``exp``, exact
+at ``ka == k``); for an oral dose ``A`` at ``t = 0`` the central amount is the familiar
+``A ka / (ka - k) (e^{-kt} - e^{-ka t})``, ``k = cl / v``. The amounts at every segment start
+(after that event's doses) come from a short scan over the segments; at any time the central
+amount is its segment's start state carried forward in closed form (:func:`central_amount`).
+Only ``r`` is integrated (explicit RK45 with forward sensitivities, one state driven by the
+closed-form ``C(t)``), restarting at every event as before. This covers oral doses, infusions
+into either PK compartment and doses into the PCA state. A bolus into the central compartment
+or a reset makes ``C(t)`` jump, which the one-state solve does not resolve: such subjects are
+refused with a ``DataError`` where the events are concrete (the check before sampling, a
+direct call) and otherwise fail like a failed solve (``-inf`` log density, a failed draw in
+:func:`~bayesbio.population.simulate`); ``make_model(pk="ode")`` solves the whole model as the
+three-state ODE above (:func:`rhs`) for any history. Both give the same predictions and
+gradients (to the solver tolerance; ``tests/test_warfarin_pkpd.py``). One log-density
+gradient on prior draws: ``benchmarks/results/warfarin_solvers.md``.
+
 Posterior variables: the population values above, ``omega_<name>``, the per-patient ``ka``,
 ``cl``, ``v``, ``e0``, ``ic50`` (dim ``patient``), the random effects ``eta`` (patient ×
 random_effect), the noise parameters.
@@ -64,8 +65,9 @@ import pandas as pd
 from numpyro.infer import init_to_median
 
 import bayesbio as bb
+from bayesbio.ode import FAILURE_SITE_SUFFIX
 from bayesbio.population import allometric, lognormal_parameters, output_values, read_nonmem, solve_population
-from bayesbio.population.analytic import divided_difference_1
+from bayesbio.population.analytic import propagate_chain
 
 description = "Warfarin population PK/PD (oral one-compartment PK, turnover PCA with Imax inhibition)"
 
@@ -131,12 +133,29 @@ def rhs(t, y, p):
     ])
 
 
+def pk_segment_starts(ka, k, events):
+    """Depot and central amounts (E, 2) at the start of each of one subject's segments, after
+    its resets and bolus doses, in closed form (``seg_*`` arrays of one batch row)."""
+    K = jnp.array([[-1.0, 0.0], [1.0, 0.0]]) * ka + jnp.array([[0.0, 0.0], [0.0, -1.0]]) * k
+
+    def step(y, seg):
+        start, end, bolus, rate, reset = seg
+        y = jnp.where(reset, 0.0, y) + bolus
+        return propagate_chain(y, end - start, K, rate), y
+
+    segs = (events["seg_start"], events["seg_end"], events["seg_bolus"][:, :2], events["seg_rate"][:, :2],
+            events["seg_reset"])
+    _, starts = jax.lax.scan(step, jnp.zeros(2, jnp.result_type(ka, float)), segs)
+    return starts
+
+
 def central_amount(t, p):
-    """Central amount at time ``t`` of one subject after its oral bolus doses ``p["dose_time"]``,
-    ``p["dose_amount"]`` (amount 0 on padding), in closed form (module docstring)."""
-    tau = jnp.maximum(t - p["dose_time"], 0.0)
-    k = p["cl"] / p["v"]
-    return jnp.sum(p["dose_amount"] * p["ka"] * tau * divided_difference_1(-p["ka"] * tau, -k * tau))
+    """Central amount (mg) of one subject at time ``t``: its segment's start state carried to ``t``
+    in closed form. ``p``: ``ka``, ``cl``, ``v``, the segment starts ``seg_start`` (E,), the
+    start states ``pk_start`` (E, 2) and the PK inputs ``pk_rate`` (E, 2)."""
+    e = jnp.clip(jnp.searchsorted(p["seg_start"], t, side="right") - 1, 0, p["seg_start"].shape[0] - 1)
+    K = jnp.array([[-1.0, 0.0], [1.0, 0.0]]) * p["ka"] + jnp.array([[0.0, 0.0], [0.0, -1.0]]) * (p["cl"] / p["v"])
+    return propagate_chain(p["pk_start"][e], t - p["seg_start"][e], K, p["pk_rate"][e])[1]
 
 
 def rhs_pd(t, y, p):
@@ -146,38 +165,74 @@ def rhs_pd(t, y, p):
     return p["kout"] * (1.0 - inhibition) - p["kout"] * y
 
 
-def oral_doses_only(events) -> bool:
-    """Whether every dose is a bolus into the depot and nothing resets the state, so that
-    :func:`central_amount` covers the history (concrete event arrays; traced ones: False)."""
+def closed_form_unsupported(events):
+    """bool (P,): subjects whose history makes the concentration jump (a bolus into the central
+    compartment, or a reset), which the closed-form path does not cover. Works on traced arrays."""
+    bolus_central = jnp.asarray(events["seg_bolus"])[..., CMT_CONC - 1] != 0
+    return jnp.any(bolus_central | jnp.asarray(events["seg_reset"]), axis=-1)
+
+
+def _check_closed_form(events) -> None:
+    """A clear error where the events are concrete (the check trace before sampling, a direct call)."""
     try:
-        ev = {k: np.asarray(events[k]) for k in ("dose_valid", "dose_cmt", "dose_rate", "seg_reset")}
-    except Exception:  # noqa: BLE001 - traced events: take the general (three-state) solve
-        return False
-    valid = ev["dose_valid"].astype(bool)
-    return bool(np.all(ev["dose_cmt"][valid] == CMT_DEPOT - 1) and np.all(ev["dose_rate"][valid] == 0)
-                and not np.any(ev["seg_reset"]))
-
-
-def predictions(p, kout, imax, events):
-    """Concentrations (mg/L) and PCA relative to baseline, both (P, O), at every record."""
-    if not oral_doses_only(events):
-        states = solve_population(
-            rhs, p, events, shared={"kout": kout, "imax": imax}, y0=jnp.array([0.0, 0.0, 1.0]), **SOLVER
+        bad = np.asarray(closed_form_unsupported(events))
+    except jax.errors.ConcretizationTypeError:
+        return
+    except jax.errors.TracerArrayConversionError:
+        return
+    if bad.any():
+        raise bb.errors.DataError(
+            "warfarin_pkpd: events: subjects at rows "
+            f"{np.flatnonzero(bad)[:10].tolist()} have a bolus into the central compartment (CMT "
+            f"{CMT_CONC}) or a reset (EVID 3/4); the closed-form PK (make_model(pk='closed_form')) "
+            "covers oral bolus doses and infusions only; use make_model(pk='ode')"
         )
+
+
+def predictions(p, kout, imax, events, pk="closed_form"):
+    """Concentrations (mg/L) and PCA relative to baseline, both (P, O), at every record.
+
+    ``pk="ode"``: the three-state ODE (:func:`rhs`). ``pk="closed_form"``: the PK chain in
+    closed form and only ``r`` integrated; subjects with a history it does not cover get NaN
+    predictions and fail the solve (``-inf`` log density), and where the events are concrete
+    a :class:`~bayesbio.errors.DataError` is raised instead."""
+    shared = {"kout": kout, "imax": imax}
+    if pk == "ode":
+        states = solve_population(rhs, p, events, shared=shared, y0=jnp.array([0.0, 0.0, 1.0]), **SOLVER)
         return states[..., 1] / p["v"][:, None], states[..., 2]
-    doses = {"dose_time": jnp.asarray(events["dose_time"]),
-             "dose_amount": jnp.where(jnp.asarray(events["dose_valid"]), jnp.asarray(events["dose_amount"]), 0.0)}
-    pk = {"ka": p["ka"], "cl": p["cl"], "v": p["v"], **doses}
+    if pk != "closed_form":
+        raise bb.errors.ModelError(f"warfarin_pkpd: pk must be 'closed_form' or 'ode'; got {pk!r}")
+    _check_closed_form(events)
+    ev = {k: jnp.asarray(events[k]) for k in ("seg_start", "seg_end", "seg_bolus", "seg_rate", "seg_reset")}
+    k = p["cl"] / p["v"]
+    starts = jax.vmap(pk_segment_starts)(p["ka"], k, ev)
+    pk_p = {"ka": p["ka"], "cl": p["cl"], "v": p["v"], "seg_start": ev["seg_start"], "pk_start": starts,
+            "pk_rate": ev["seg_rate"][..., :2]}
     at_records = jax.vmap(jax.vmap(central_amount, in_axes=(0, None)), in_axes=(0, 0))
-    conc = at_records(jnp.asarray(events["obs_time"]), pk) / p["v"][:, None]
-    pca_only = dict(events, seg_bolus=np.asarray(events["seg_bolus"])[..., CMT_PCA - 1:],
-                    seg_rate=np.asarray(events["seg_rate"])[..., CMT_PCA - 1:])
-    r = solve_population(rhs_pd, {**pk, "ic50": p["ic50"]}, pca_only, shared={"kout": kout, "imax": imax},
-                         y0=jnp.array([1.0]), **SOLVER)
-    return conc, r[..., 0]
+    conc = at_records(jnp.asarray(events["obs_time"]), pk_p) / p["v"][:, None]
+    # the PD state alone: the same segments, with the doses and inputs of the PCA compartment only
+    pca_only = dict(events, seg_bolus=ev["seg_bolus"][..., CMT_PCA - 1:CMT_PCA],
+                    seg_rate=ev["seg_rate"][..., CMT_PCA - 1:CMT_PCA])
+    r = solve_population(rhs_pd, {**pk_p, "ic50": p["ic50"]}, pca_only, shared=shared, y0=jnp.array([1.0]),
+                         **SOLVER)[..., 0]
+    # a failure site (as a failed solve's): -inf log density, and simulate() marks the draw failed
+    bad = closed_form_unsupported(events)
+    numpyro.factor("pk_closed_form" + FAILURE_SITE_SUFFIX, jnp.where(jnp.any(bad), -jnp.inf, 0.0))
+    return jnp.where(bad[:, None], jnp.nan, conc), jnp.where(bad[:, None], jnp.nan, r)
 
 
-def model(data):
+def make_model(pk: str = "closed_form"):
+    """The model with its PK solved in closed form (default) or as the three-state ODE (``"ode"``)."""
+    if pk not in ("closed_form", "ode"):
+        raise bb.errors.ModelError(f"warfarin_pkpd.make_model: pk must be 'closed_form' or 'ode'; got {pk!r}")
+
+    def model(data):
+        _model(data, pk)
+
+    return model
+
+
+def _model(data, pk):
     events = data["events"]
     n_patients = np.shape(events["obs_time"])[0]
     typical = {
@@ -197,7 +252,13 @@ def model(data):
     weight = data["weight"]
     factors = {"cl": allometric(weight, 70.0, 0.75), "v": allometric(weight, 70.0, 1.0)}
     p = lognormal_parameters(typical, omega, n_patients, factors=factors)
-    conc, r = predictions(p, kout, imax, events)
+    conc, r = predictions(p, kout, imax, events, pk)
+    if pk == "closed_form":  # finite placeholders where the history is not covered: the log density
+        bad = closed_form_unsupported(events)[:, None]  # is then -inf (the failure site), not NaN
+        conc, r = jnp.where(bad, 1.0, conc), jnp.where(bad, 1.0, r)
     pca = p["e0"][:, None] * r
     bb.observe("conc", bb.CombinedNoise(conc, a_conc, b_conc), obs=output_values(events, CMT_CONC - 1))
     bb.observe("pca", bb.NormalNoise(pca, sigma_pca), obs=output_values(events, CMT_PCA - 1))
+
+
+model = make_model()

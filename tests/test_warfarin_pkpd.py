@@ -144,7 +144,6 @@ def test_closed_form_pk_matches_three_state_ode(wf, monkeypatch, seed):
     monkeypatch.setattr(wf, "SOLVER", TIGHT)
     data = wf.load_data()
     events = data["events"]
-    assert wf.oral_doses_only(events)
     p = _parameters(32, seed, ka_equals_k=seed == 0)
     conc, r = wf.predictions(p, 0.06, 0.9, events)
     conc_ref, r_ref = _three_state(wf, p, 0.06, 0.9, events)
@@ -154,19 +153,32 @@ def test_closed_form_pk_matches_three_state_ode(wf, monkeypatch, seed):
     assert np.min(np.asarray(r)[valid]) < 0.7  # the drug does act: a comparison of two flat lines proves nothing
 
 
-def test_closed_form_pk_multiple_oral_doses_and_gradient(wf, monkeypatch):
-    """Superposition over several oral doses (a regimen, not the bundled data's single dose), and
-    the gradient with respect to every parameter of the one-state solve against the three-state one."""
+def _regimens():
+    from bayesbio.population import bolus, infusion
+
+    return {
+        "three oral doses": [bolus(0.0, 100.0, 0), bolus(24.0, 50.0, 0), bolus(48.0, 75.0, 0)],
+        "oral dose, then an infusion into the central compartment": [
+            bolus(0.0, 100.0, 0), infusion(20.0, 60.0, 1, duration=6.0)],
+        "infusion into the depot, a dose into the PCA state": [
+            infusion(0.0, 100.0, 0, duration=3.0), bolus(30.0, 0.2, 2)],
+    }
+
+
+@pytest.mark.parametrize("name", list(_regimens()))
+def test_closed_form_pk_regimens_and_gradient(wf, monkeypatch, name):
+    """Regimens beyond the bundled data's single oral dose (several doses, infusions into either PK
+    compartment, a dose into the PCA state), values and the gradient with respect to every
+    parameter, against the three-state ODE."""
     import jax
     import jax.numpy as jnp
 
-    from bayesbio.population import bolus, make_batch, patient
+    from bayesbio.population import make_batch, patient
 
     monkeypatch.setattr(wf, "SOLVER", TIGHT)
-    times = np.array([0.0, 2.0, 12.0, 24.0, 30.0, 48.0, 60.0, 96.0])
-    regimen = [bolus(0.0, 100.0, 0), bolus(24.0, 50.0, 0), bolus(48.0, 75.0, 0)]
+    regimen = _regimens()[name]
+    times = np.array([0.5, 2.0, 12.0, 22.0, 24.0, 26.0, 30.0, 48.0, 60.0, 96.0])
     batch = make_batch([patient(regimen, times), patient(regimen[:1], times)], n_states=3).to_dict()
-    assert wf.oral_doses_only(batch)
     p = _parameters(2, 3)
 
     def total(p, shared, closed_form):
@@ -179,30 +191,74 @@ def test_closed_form_pk_multiple_oral_doses_and_gradient(wf, monkeypatch):
     (v3, (c3, r3)), g3 = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(p, shared, False)
     np.testing.assert_allclose(np.asarray(c1), np.asarray(c3), rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(np.asarray(r1), np.asarray(r3), rtol=1e-7, atol=1e-10)
-    # a later dose raises the concentration: the second patient (one dose) stays lower after t = 24
-    assert np.all(np.asarray(c1)[0, 4:] > np.asarray(c1)[1, 4:])
+    # the later doses matter: the first subject (whole regimen) differs from the second (first dose only)
+    assert np.max(np.abs(np.asarray(c1)[0] - np.asarray(c1)[1])) > 0.1 * np.max(np.asarray(c1))
     # forward sensitivities at rtol 1e-10 on both sides: gradients agree to ~1e-8 relative
-    for name in ("ka", "cl", "v", "ic50"):
-        np.testing.assert_allclose(np.asarray(g1[0][name]), np.asarray(g3[0][name]), rtol=1e-6, atol=1e-8,
-                                   err_msg=name)
-    for name in ("kout", "imax"):
-        np.testing.assert_allclose(float(g1[1][name]), float(g3[1][name]), rtol=1e-6, err_msg=name)
+    for key in ("ka", "cl", "v", "ic50"):
+        np.testing.assert_allclose(np.asarray(g1[0][key]), np.asarray(g3[0][key]), rtol=1e-6, atol=1e-8,
+                                   err_msg=key)
+    for key in ("kout", "imax"):
+        np.testing.assert_allclose(float(g1[1][key]), float(g3[1][key]), rtol=1e-6, err_msg=key)
 
 
-def test_other_dosing_takes_the_three_state_solve(wf):
-    """An infusion or a dose into the central compartment is outside the closed form: the model
-    solves the three-state ODE instead (same predictions as calling it directly)."""
-    from bayesbio.population import bolus, infusion, make_batch, patient
+def test_histories_outside_the_closed_form(wf):
+    """A bolus into the central compartment (the concentration jumps) is outside the closed form:
+    a DataError naming the field where the events are concrete; traced (as in sampling), NaN
+    predictions and a -inf log density, never a silently wrong value. make_model(pk="ode") solves it."""
+    import jax
+    from numpyro.infer.util import log_density
+
+    from bayesbio.errors import ModelError
+    from bayesbio.population import bolus, make_batch, patient
 
     times = np.array([1.0, 4.0, 10.0, 24.0])
-    for regimen in ([infusion(0.0, 100.0, 0, duration=2.0)], [bolus(0.0, 100.0, 1)]):
-        batch = make_batch([patient(regimen, times)], n_states=3).to_dict()
-        assert not wf.oral_doses_only(batch)
-        p = _parameters(1, 4)
-        conc, r = wf.predictions(p, 0.05, 0.8, batch)
-        ref = bb.population.solve_population_with_status(
-            wf.rhs, p, batch, shared={"kout": 0.05, "imax": 0.8}, y0=np.array([0.0, 0.0, 1.0]), **wf.SOLVER
-        ).ys
-        np.testing.assert_array_equal(np.asarray(conc), np.asarray(ref[..., 1] / p["v"][:, None]))
-        np.testing.assert_array_equal(np.asarray(r), np.asarray(ref[..., 2]))
-        assert np.all(np.asarray(conc) > 0)
+    batch = make_batch([patient([bolus(0.0, 100.0, 0)], times), patient([bolus(0.0, 100.0, 1)], times)],
+                       n_states=3).to_dict()
+    p = _parameters(2, 4)
+    with pytest.raises(DataError, match="events.*central compartment"):
+        wf.predictions(p, 0.05, 0.8, batch)
+    conc, r = jax.jit(lambda ev: wf.predictions(p, 0.05, 0.8, ev))(batch)
+    assert np.all(np.isfinite(np.asarray(conc)[0])) and np.all(np.isnan(np.asarray(conc)[1]))
+    assert np.all(np.isnan(np.asarray(r)[1]))
+    # the three-state model solves it (the amount in the central compartment at t = 1 h is below the dose)
+    conc_ode, _ = wf.predictions(p, 0.05, 0.8, batch, pk="ode")
+    assert 0 < float(conc_ode[1, 0]) < 100.0 / p["v"][1]
+    with pytest.raises(ModelError, match="pk must be"):
+        wf.make_model(pk="stiff")
+    # in a model traced with the events as arguments (how the runners call it): -inf log density
+    data = dict(wf.load_data())
+    point = {"ka_pop": 0.9, "cl_pop": 0.13, "v_pop": 8.0, "e0_pop": 97.0, "ic50_pop": 1.0, "kout": 0.055,
+             "imax": 0.9, "a_conc": 0.3, "b_conc": 0.1, "sigma_pca": 4.0,
+             **{f"omega_{k}": 0.2 for k in wf.RANDOM}, "eta_z": np.zeros((32, 5))}
+    seg_bolus = np.array(data["events"]["seg_bolus"])
+    seg_bolus[3, 0, 1] = 50.0  # subject 4 also gets an IV bolus at its first event
+
+    def lp(events):
+        return log_density(wf.model, (dict(data, events=events),), {}, point)[0]
+
+    assert np.isfinite(float(jax.jit(lp)(data["events"])))
+    assert float(jax.jit(lp)(dict(data["events"], seg_bolus=seg_bolus))) == -np.inf
+    # simulate() (events traced in its jitted run) marks such a draw failed: NaN, not a wrong value
+    draws = {k: np.asarray(v)[None] for k, v in point.items()}
+    sim = simulate(wf.model, draws, dict(data, events=dict(data["events"], seg_bolus=seg_bolus)), mode="typical")
+    assert sim.failed.all() and np.all(np.isnan(sim.prediction["conc"]))
+    assert not simulate(wf.model, draws, data, mode="typical").failed.any()
+
+
+def test_sampling_takes_the_closed_form(wf, monkeypatch):
+    """The runners pass the data into jit (traced): the closed-form path must still be the one taken."""
+    traced = []
+
+    def forbidden(*args):
+        raise AssertionError("the three-state ODE was solved")
+
+    def spy(t, y, p):
+        traced.append(1)
+        return rhs_pd(t, y, p)
+
+    rhs_pd = wf.rhs_pd
+    monkeypatch.setattr(wf, "rhs", forbidden)
+    monkeypatch.setattr(wf, "rhs_pd", spy)
+    idata = bb.sample_nuts("warfarin_pkpd", chains=1, warmup=5, samples=3, seed=3, progress=False,
+                           max_tree_depth=3)
+    assert traced and np.all(np.isfinite(idata.sample_stats["lp"].values))

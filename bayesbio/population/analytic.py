@@ -52,7 +52,7 @@ from bayesbio.ode import ODESolution
 from bayesbio.population.batch import scan_segments, segment_defaults
 from bayesbio.population.linear import _linearity_violated, linear_system
 
-__all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "solve_patient_analytic"]
+__all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "propagate_chain", "solve_patient_analytic"]
 
 # Below these |z| the power series replace the closed forms (whose rounding error grows as
 # eps / |z| and eps / |z|^2): the series' truncation errors there are < 1e-16 relative.
@@ -128,6 +128,15 @@ def _propagate_chain(y, tau, K, u):
         + b * u[0] * tau**2 * _quotient_or_confluent(pa, pk, la, lk)
     )
     return jnp.stack([y0, y1], axis=-1)
+
+
+def propagate_chain(y, tau, K, u):
+    """State of the two-state chain ``dy/dt = K y + u`` (``K`` lower triangular: ``K[0, 1] == 0``)
+    a time ``tau`` after the state ``y`` (2,), with the constant input ``u`` (2,), in closed form
+    (module docstring). ``tau`` scalar: shape (2,); ``tau`` (T,): shape (T, 2). The building block
+    of ``solver="analytic"``, public for models that need the chain's state between records
+    (e.g. a PK chain driving a PD ODE: ``models/warfarin_pkpd.py``)."""
+    return _propagate_chain(y, tau, K, u)
 
 
 def check_chain(rhs: Callable, params: Any, n_states: int) -> None:
