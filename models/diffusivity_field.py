@@ -32,6 +32,10 @@ description = "Diffusivity field: log-diffusivity profile from sparse measuremen
 
 PRIOR = {"sigma": 0.8, "length_scale": 0.3}
 SIMULATION = {"n": 64, "n_obs": 24, "noise_sd": 0.002, "seed": 20240603}
+#: Simulation-based calibration settings (``bayesbio sbc diffusivity_field``): one replication per
+#: batch (the fits run 127-1023 leapfrog steps per iteration, median 497; fitted in parallel with
+#: ``--workers``)
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 1}
 
 dims = {"log_kappa": ["x"], "log_kappa_white": ["mode"], "log_kappa_eta": ["mode"], "y": ["sensor"]}
 
