@@ -43,11 +43,14 @@ amount is its segment's start state carried forward in closed form (:func:`centr
 Only ``r`` is integrated (explicit RK45 with forward sensitivities, one state driven by the
 closed-form ``C(t)``), restarting at every event as before. This covers oral doses, infusions
 into either PK compartment and doses into the PCA state. A bolus into the central compartment
-or a reset makes ``C(t)`` jump, which the one-state solve does not resolve: such subjects are
-refused with a ``DataError`` where the events are concrete (the check before sampling, a
-direct call) and otherwise fail like a failed solve (``-inf`` log density, a failed draw in
-:func:`~bayesbio.population.simulate`); ``make_model(pk="ode")`` solves the whole model as the
-three-state ODE above (:func:`rhs`) for any history. Both give the same predictions and
+or a reset after the first event makes ``C(t)`` jump, which the one-state solve does not
+resolve: such subjects are refused with a ``DataError`` where the events are concrete (the
+check trace before sampling, a direct call) and otherwise fail like a failed solve (``-inf``
+log density, a failed draw in :func:`~bayesbio.population.simulate`); ``make_model(pk="ode")``
+solves the whole model as the three-state ODE above (:func:`rhs`) for any history. Cost: the
+forward sensitivities of the PD solve carry every segment's start state and inputs (5 columns
+per segment), and the cost of a long multiple-dose history grows with its number of doses
+(``pk="ode"`` may then be cheaper; not measured); the bundled data have one segment per subject. Both give the same predictions and
 gradients (to the solver tolerance; ``tests/test_warfarin_pkpd.py``). One log-density
 gradient on prior draws: ``benchmarks/results/warfarin_solvers.md``.
 
@@ -167,25 +170,28 @@ def rhs_pd(t, y, p):
 
 def closed_form_unsupported(events):
     """bool (P,): subjects whose history makes the concentration jump (a bolus into the central
-    compartment, or a reset), which the closed-form path does not cover. Works on traced arrays."""
-    bolus_central = jnp.asarray(events["seg_bolus"])[..., CMT_CONC - 1] != 0
-    return jnp.any(bolus_central | jnp.asarray(events["seg_reset"]), axis=-1)
+    compartment, or a reset after the first event), which the closed-form path does not cover.
+    A reset at the first event changes nothing (the state is already ``y0`` there). NumPy on
+    concrete arrays, JAX on traced ones."""
+    xp = jnp if any(isinstance(events[k], jax.core.Tracer) for k in ("seg_bolus", "seg_reset")) else np
+    bolus_central = xp.asarray(events["seg_bolus"])[..., CMT_CONC - 1] != 0
+    later_reset = xp.asarray(events["seg_reset"])[..., 1:].astype(bool)
+    return xp.any(bolus_central, axis=-1) | xp.any(later_reset, axis=-1)
 
 
 def _check_closed_form(events) -> None:
-    """A clear error where the events are concrete (the check trace before sampling, a direct call)."""
-    try:
-        bad = np.asarray(closed_form_unsupported(events))
-    except jax.errors.ConcretizationTypeError:
+    """A clear error where the event arrays are concrete: a direct call, and the check trace that
+    :func:`bayesbio.sample_nuts` and the other runners make before compiling (data held as NumPy)."""
+    bad = closed_form_unsupported(events)
+    if isinstance(bad, jax.core.Tracer):
         return
-    except jax.errors.TracerArrayConversionError:
-        return
-    if bad.any():
+    if np.any(bad):
         raise bb.errors.DataError(
             "warfarin_pkpd: events: subjects at rows "
             f"{np.flatnonzero(bad)[:10].tolist()} have a bolus into the central compartment (CMT "
-            f"{CMT_CONC}) or a reset (EVID 3/4); the closed-form PK (make_model(pk='closed_form')) "
-            "covers oral bolus doses and infusions only; use make_model(pk='ode')"
+            f"{CMT_CONC}) or a reset (EVID 3/4) after their first event; the closed-form PK "
+            "(make_model(pk='closed_form')) covers oral doses, infusions and doses into the PCA "
+            "compartment only; use make_model(pk='ode')"
         )
 
 
@@ -216,7 +222,7 @@ def predictions(p, kout, imax, events, pk="closed_form"):
     r = solve_population(rhs_pd, {**pk_p, "ic50": p["ic50"]}, pca_only, shared=shared, y0=jnp.array([1.0]),
                          **SOLVER)[..., 0]
     # a failure site (as a failed solve's): -inf log density, and simulate() marks the draw failed
-    bad = closed_form_unsupported(events)
+    bad = jnp.asarray(closed_form_unsupported(events))
     numpyro.factor("pk_closed_form" + FAILURE_SITE_SUFFIX, jnp.where(jnp.any(bad), -jnp.inf, 0.0))
     return jnp.where(bad[:, None], jnp.nan, conc), jnp.where(bad[:, None], jnp.nan, r)
 
@@ -254,7 +260,7 @@ def _model(data, pk):
     p = lognormal_parameters(typical, omega, n_patients, factors=factors)
     conc, r = predictions(p, kout, imax, events, pk)
     if pk == "closed_form":  # finite placeholders where the history is not covered: the log density
-        bad = closed_form_unsupported(events)[:, None]  # is then -inf (the failure site), not NaN
+        bad = jnp.asarray(closed_form_unsupported(events))[:, None]  # is then -inf (the failure site), not NaN
         conc, r = jnp.where(bad, 1.0, conc), jnp.where(bad, 1.0, r)
     pca = p["e0"][:, None] * r
     bb.observe("conc", bb.CombinedNoise(conc, a_conc, b_conc), obs=output_values(events, CMT_CONC - 1))

@@ -245,6 +245,42 @@ def test_histories_outside_the_closed_form(wf):
     assert not simulate(wf.model, draws, data, mode="typical").failed.any()
 
 
+def test_runners_refuse_uncovered_histories_before_sampling(wf):
+    """The runners' check trace (data held concrete) raises the DataError, naming the field, before
+    anything is compiled; a reset at a subject's first event changes nothing and is accepted."""
+    from bayesbio.infer._common import prepare
+
+    data = wf.load_data()
+    seg_bolus = np.array(data["events"]["seg_bolus"])
+    seg_bolus[3, 0, 1] = 50.0
+    with pytest.raises(DataError, match="events: subjects at rows \\[3\\]"):
+        prepare("warfarin_pkpd", dict(data, events=dict(data["events"], seg_bolus=seg_bolus)))
+    first_reset = np.zeros_like(np.asarray(data["events"]["seg_reset"]))
+    first_reset[:, 0] = True
+    assert not np.any(wf.closed_form_unsupported(dict(data["events"], seg_reset=first_reset)))
+    prepare("warfarin_pkpd", dict(data, events=dict(data["events"], seg_reset=first_reset)))
+
+
+def test_resets(wf, monkeypatch):
+    """A reset after the first event (the concentration drops to 0) is refused; one at the first
+    event (EVID 4 on the first dose) is covered and matches the three-state ODE."""
+    from bayesbio.population import bolus, make_batch, patient, reset
+
+    monkeypatch.setattr(wf, "SOLVER", TIGHT)
+    times = np.array([1.0, 6.0, 24.0, 30.0, 48.0])
+    later = make_batch([patient([bolus(0.0, 100.0, 0), reset(24.0), bolus(24.0, 80.0, 0)], times)],
+                       n_states=3).to_dict()
+    assert wf.closed_form_unsupported(later).tolist() == [True]
+    first = make_batch([patient([reset(0.0), bolus(0.0, 100.0, 0), bolus(24.0, 80.0, 0)], times)],
+                       n_states=3).to_dict()
+    assert np.asarray(first["seg_reset"])[0, 0] and wf.closed_form_unsupported(first).tolist() == [False]
+    p = _parameters(1, 5)
+    conc, r = wf.predictions(p, 0.05, 0.8, first)
+    conc_ref, r_ref = _three_state(wf, p, 0.05, 0.8, first)
+    np.testing.assert_allclose(np.asarray(conc), np.asarray(conc_ref), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(r), np.asarray(r_ref), rtol=1e-7, atol=1e-10)
+
+
 def test_sampling_takes_the_closed_form(wf, monkeypatch):
     """The runners pass the data into jit (traced): the closed-form path must still be the one taken."""
     traced = []
