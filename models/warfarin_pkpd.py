@@ -136,10 +136,15 @@ def rhs(t, y, p):
     ])
 
 
+def _pk_matrix(ka, k):
+    """``K`` of the PK chain ``d(depot, central)/dt = K (depot, central) + input``."""
+    return jnp.array([[-1.0, 0.0], [1.0, 0.0]]) * ka + jnp.array([[0.0, 0.0], [0.0, -1.0]]) * k
+
+
 def pk_segment_starts(ka, k, events):
     """Depot and central amounts (E, 2) at the start of each of one subject's segments, after
     its resets and bolus doses, in closed form (``seg_*`` arrays of one batch row)."""
-    K = jnp.array([[-1.0, 0.0], [1.0, 0.0]]) * ka + jnp.array([[0.0, 0.0], [0.0, -1.0]]) * k
+    K = _pk_matrix(ka, k)
 
     def step(y, seg):
         start, end, bolus, rate, reset = seg
@@ -157,8 +162,8 @@ def central_amount(t, p):
     in closed form. ``p``: ``ka``, ``cl``, ``v``, the segment starts ``seg_start`` (E,), the
     start states ``pk_start`` (E, 2) and the PK inputs ``pk_rate`` (E, 2)."""
     e = jnp.clip(jnp.searchsorted(p["seg_start"], t, side="right") - 1, 0, p["seg_start"].shape[0] - 1)
-    K = jnp.array([[-1.0, 0.0], [1.0, 0.0]]) * p["ka"] + jnp.array([[0.0, 0.0], [0.0, -1.0]]) * (p["cl"] / p["v"])
-    return propagate_chain(p["pk_start"][e], t - p["seg_start"][e], K, p["pk_rate"][e])[1]
+    return propagate_chain(p["pk_start"][e], t - p["seg_start"][e], _pk_matrix(p["ka"], p["cl"] / p["v"]),
+                           p["pk_rate"][e])[1]
 
 
 def rhs_pd(t, y, p):
