@@ -17,7 +17,6 @@ Writes ``benchmarks/results/linear_pk_solvers.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from results_io import machine_info, write_json_atomic, write_text_atomic  # noqa: E402
+from timing import median_seconds_per_call  # noqa: E402
 
 SOLVERS = {
     "analytic": {},
@@ -59,20 +59,12 @@ def measure(calls: int = 200, repeats: int = 5, seed: int = 0) -> dict:
             eta_z = jnp.asarray(np.random.default_rng(seed).normal(size=shape))
         for omega_ka in OMEGA_KA:
             x = dict(info.param_info.z, eta_z=eta_z, omega_ka=jnp.log(jnp.asarray(omega_ka)))
-            value, grad = value_and_grad(x)
-            jax.block_until_ready(grad)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    value, grad = value_and_grad(x)
-                jax.block_until_ready(grad)
-                times.append((time.perf_counter() - start) / calls)
+            seconds, (value, grad) = median_seconds_per_call(value_and_grad, x, calls=calls, repeats=repeats)
             flat, _ = ravel_pytree(grad)
             # x holds unconstrained values: log ka_pop; eta_z[:, 0] is the ka random effect
             max_ka = float(np.max(np.exp(np.asarray(x["ka_pop"]) + omega_ka * np.asarray(eta_z)[:, 0])))
             rows.append({
-                "solver": solver, "omega_ka": omega_ka, "ms_per_gradient": 1e3 * statistics.median(times),
+                "solver": solver, "omega_ka": omega_ka, "ms_per_gradient": 1e3 * seconds,
                 "potential": float(value), "finite_gradient": bool(jnp.all(jnp.isfinite(flat))),
                 "max_ka_per_h": max_ka,
             })

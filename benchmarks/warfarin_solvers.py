@@ -17,7 +17,6 @@ Writes ``benchmarks/results/warfarin_solvers.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from results_io import machine_info, write_json_atomic, write_text_atomic  # noqa: E402
+from timing import median_seconds_per_call  # noqa: E402
 
 FORMS = ("closed-form PK + PD ODE", "three-state ODE")
 
@@ -51,18 +51,10 @@ def measure(draws: int = 12, calls: int = 20, repeats: int = 3, seed: int = 1) -
         value_and_grad = jax.jit(jax.value_and_grad(lambda z, d: potential(d)(z)))
         for i in range(draws):
             z = unconstrain_fn(model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
-            value, grad = value_and_grad(z, data)
-            jax.block_until_ready(grad)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    value, grad = value_and_grad(z, data)
-                jax.block_until_ready(grad)
-                times.append((time.perf_counter() - start) / calls)
+            seconds, (value, grad) = median_seconds_per_call(value_and_grad, z, data, calls=calls, repeats=repeats)
             flat, _ = ravel_pytree(grad)
             rows.append({
-                "form": form, "draw": i, "ms_per_gradient": 1e3 * statistics.median(times),
+                "form": form, "draw": i, "ms_per_gradient": 1e3 * seconds,
                 "potential": float(value), "finite": bool(np.isfinite(float(value)) and np.all(np.isfinite(flat))),
                 "ka_pop": float(prior["ka_pop"][i]), "kout": float(prior["kout"][i]),
                 "max_ka_per_h": float(np.max(prior["ka"][i])),
