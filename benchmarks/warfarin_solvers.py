@@ -28,7 +28,7 @@ if str(HERE) not in sys.path:
 from results_io import machine_info, write_json_atomic, write_text_atomic  # noqa: E402
 from timing import median_seconds_per_call  # noqa: E402
 
-FORMS = ("closed-form PK + PD ODE", "three-state ODE")
+FORMS = ("closed-form PK + PD quadrature", "three-state ODE")
 
 
 def measure(draws: int = 12, calls: int = 20, repeats: int = 3, seed: int = 1) -> dict:
