@@ -54,6 +54,8 @@ accuracy. ``make_model(pk="ode")`` solves the whole model as the three-state ODE
 that error and the solver tolerance). The quadrature form costs about the same
 at every parameter value (no step-size control; the three-state solve becomes stiff at large
 ``ka``): one log-density gradient on prior draws, ``benchmarks/results/warfarin_solvers.md``.
+Its cost grows with segments x records (every segment's quadrature runs to every record's time,
+clipped); the bundled data have one segment per subject.
 
 Posterior variables: the population values above, ``omega_<name>``, the per-patient ``ka``,
 ``cl``, ``v``, ``e0``, ``ic50`` (dim ``patient``), the random effects ``eta`` (patient ×
@@ -160,9 +162,10 @@ def pk_segment_starts(ka, k, events):
 
 def _one_minus_exp_over(x):
     """``(1 - e^-x) / x`` for ``x >= 0`` (1 at 0), with finite gradients everywhere."""
-    small = x < 1e-6
+    small = x < 1e-3  # the series' first omitted term, x^5 / 720, is below 1.4e-18 there
     xs = jnp.where(small, 1.0, x)
-    return jnp.where(small, 1.0 - x / 2.0 + x * x / 6.0, -jnp.expm1(-xs) / xs)
+    series = 1.0 - x / 2.0 * (1.0 - x / 3.0 * (1.0 - x / 4.0 * (1.0 - x / 5.0)))
+    return jnp.where(small, series, -jnp.expm1(-xs) / xs)
 
 
 def chain_central(s, start, rate, ka, k):
@@ -172,9 +175,12 @@ def chain_central(s, start, rate, ka, k):
         c(s) = c0 e^{-ks} + (ka a0 - u0) (e^{-ks} - e^{-ka s}) / (ka - k) + (u0 + u1) (1 - e^{-ks}) / k
 
     with the difference quotient written ``s e^{-min(k, ka) s} (1 - e^{-|ka - k| s}) / (|ka - k| s)``:
-    no cancellation near ``ka == k`` and no overflow when the rates are far apart."""
+    no cancellation near ``ka == k`` and no overflow when the rates are far apart. ``|ka - k|`` is
+    ``max - min``: at ``ka == k`` both split their derivative evenly, which gives the exact
+    gradient there (``abs`` would not: its derivative at 0 is taken as 1)."""
     a0, c0, u0, u1 = start[0], start[1], rate[0], rate[1]
-    quotient = s * jnp.exp(-jnp.minimum(k, ka) * s) * _one_minus_exp_over(jnp.abs(ka - k) * s)
+    slow, fast = jnp.minimum(k, ka), jnp.maximum(k, ka)
+    quotient = s * jnp.exp(-slow * s) * _one_minus_exp_over((fast - slow) * s)
     return c0 * jnp.exp(-k * s) + (ka * a0 - u0) * quotient + (u0 + u1) * s * _one_minus_exp_over(k * s)
 
 
@@ -186,9 +192,11 @@ def chain_central(s, start, rate, ka, k):
 QUADRATURE = dict(ratio=2.5, levels=12, uniform=32, nodes=8)
 #: Largest ``kout * width`` of a sub-interval the quadrature accepts: there the 8-node rule
 #: integrates the weight ``e^{-kout (hi - s)}`` alone to a relative error of 1.5e-7 (1.6e-8 at 10,
-#: 9e-10 at 8); beyond it the prediction fails like a failed solve instead of being inaccurate. On
-#: the bundled data (segments of 120-144 h, sub-intervals <= 4.5 h) that is kout > 2.7 /h, a rate
-#: the prior gives probability ~4e-5.
+#: 9e-10 at 8); beyond it the prediction fails like a failed solve instead of being inaccurate.
+#: The limit scales with the longest segment: kout > 12 * uniform / length. On the bundled data
+#: (segments of 144 h and 120 h) that is kout > 2.7 /h (3.2 /h), a rate the prior gives
+#: probability ~4e-5; a table with segments of 720 h would refuse kout > 0.53 /h (~1 % of the
+#: prior): raise ``QUADRATURE["uniform"]`` in proportion for such data, or use ``pk="ode"``.
 MAX_DECAY_PER_SUBINTERVAL = 12.0
 
 
@@ -213,10 +221,9 @@ def _segment_integrals(length, offsets, start, rate, ka, k, v, kout, imax, ic50)
     # each sub-interval's own integral, weighted to its right end; then J at every knot by the
     # recurrence J_i = e^{-kout width_i} J_{i-1} + local_i (an associative scan)
     local = width * jnp.sum(w * jnp.exp(-kout * (lo[:, None] + width[:, None] - s)) * inhibition, axis=1)
-    decayed = -jnp.expm1(-kout * width)
     too_coarse = kout * jnp.max(width) > MAX_DECAY_PER_SUBINTERVAL
     _, cumulative = jax.lax.associative_scan(
-        lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (1.0 - decayed, local))
+        lambda a, b: (a[0] * b[0], a[1] * b[0] + b[1]), (jnp.exp(-kout * width), local))
     at_knots = jnp.concatenate([jnp.zeros(1, cumulative.dtype), cumulative])
     return at_knots[-1], at_knots[jnp.searchsorted(knots, offsets)], too_coarse
 
