@@ -73,7 +73,7 @@ from numpyro.infer import init_to_median
 import bayesbio as bb
 from bayesbio.ode import FAILURE_SITE_SUFFIX
 from bayesbio.population import allometric, lognormal_parameters, output_values, read_nonmem, solve_population
-from bayesbio.population.analytic import propagate_chain
+from bayesbio.population.analytic import divided_difference_1, propagate_chain
 
 description = "Warfarin population PK/PD (oral one-compartment PK, turnover PCA with Imax inhibition)"
 
@@ -160,28 +160,18 @@ def pk_segment_starts(ka, k, events):
     return starts
 
 
-def _one_minus_exp_over(x):
-    """``(1 - e^-x) / x`` for ``x >= 0`` (1 at 0), with finite gradients everywhere."""
-    small = x < 1e-3  # the series' first omitted term, x^5 / 720, is below 1.4e-18 there
-    xs = jnp.where(small, 1.0, x)
-    series = 1.0 - x / 2.0 * (1.0 - x / 3.0 * (1.0 - x / 4.0 * (1.0 - x / 5.0)))
-    return jnp.where(small, series, -jnp.expm1(-xs) / xs)
-
-
 def chain_central(s, start, rate, ka, k):
     """Central amount a time ``s`` (any shape) after a segment start with depot and central amounts
     ``start`` (2,) and constant inputs ``rate`` (2,) (the chain of :func:`_pk_matrix`), in closed form::
 
         c(s) = c0 e^{-ks} + (ka a0 - u0) (e^{-ks} - e^{-ka s}) / (ka - k) + (u0 + u1) (1 - e^{-ks}) / k
 
-    with the difference quotient written ``s e^{-min(k, ka) s} (1 - e^{-|ka - k| s}) / (|ka - k| s)``:
-    no cancellation near ``ka == k`` and no overflow when the rates are far apart. ``|ka - k|`` is
-    ``max - min``: at ``ka == k`` both split their derivative evenly, which gives the exact
-    gradient there (``abs`` would not: its derivative at 0 is taken as 1)."""
+    (:func:`~bayesbio.population.analytic.propagate_chain`'s second state, specialised to this
+    chain: two quotients of :func:`~bayesbio.population.analytic.divided_difference_1`, stable and
+    with exact gradients at ``ka == k``, and no overflow when the rates are far apart)."""
     a0, c0, u0, u1 = start[0], start[1], rate[0], rate[1]
-    slow, fast = jnp.minimum(k, ka), jnp.maximum(k, ka)
-    quotient = s * jnp.exp(-slow * s) * _one_minus_exp_over((fast - slow) * s)
-    return c0 * jnp.exp(-k * s) + (ka * a0 - u0) * quotient + (u0 + u1) * s * _one_minus_exp_over(k * s)
+    return (c0 * jnp.exp(-k * s) + (ka * a0 - u0) * s * divided_difference_1(-k * s, -ka * s)
+            + (u0 + u1) * s * divided_difference_1(0.0, -k * s))
 
 
 #: Quadrature of the PD response (module docstring): each segment's mesh is graded geometrically
