@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from timing import median_seconds_per_call  # noqa: E402
+from warfarin_solvers import compiled_gradient  # noqa: E402
 
 OLD_COMMIT = "9b10306"
 
@@ -29,7 +30,6 @@ def main() -> None:
 
     jax.config.update("jax_enable_x64", True)
     from numpyro.infer import Predictive
-    from numpyro.infer.util import initialize_model, unconstrain_fn
 
     from bayesbio.models import warfarin_pkpd as new
 
@@ -45,15 +45,12 @@ def main() -> None:
     prior = Predictive(new.model, num_samples=12)(jax.random.PRNGKey(1), data)
     forms = {}
     for name, module in ((f"one-state RK45 PD ({OLD_COMMIT})", old), ("quadrature PD (HEAD)", new)):
-        info = initialize_model(jax.random.PRNGKey(0), module.model, model_args=(data,), dynamic_args=True)
-        grad = jax.jit(jax.value_and_grad(lambda z, d, potential=info.potential_fn: potential(d)(z)))
-        forms[name] = (module, info, grad)
+        forms[name] = compiled_gradient(module.model, data)
     totals = dict.fromkeys(forms, 0.0)
     for i in range(12):
         cells = []
-        for name, (module, info, grad) in forms.items():
-            z = unconstrain_fn(module.model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
-            seconds, (value, _) = median_seconds_per_call(grad, z, data, calls=20, repeats=3)
+        for name, (point, grad) in forms.items():
+            seconds, (value, _) = median_seconds_per_call(grad, point(prior, i), data, calls=20, repeats=3)
             totals[name] += seconds
             cells.append(f"{name}: {1e3 * seconds:.3g} ms (potential {float(value):.6g})")
         print(i, " | ".join(cells))

@@ -31,12 +31,27 @@ from timing import median_seconds_per_call  # noqa: E402
 FORMS = ("closed-form PK + PD quadrature", "three-state ODE")
 
 
+def compiled_gradient(model, data):
+    """``(point, value_and_grad)``: ``point(prior, i)`` is prior draw ``i`` unconstrained, and
+    ``value_and_grad(z, data)`` the jitted potential energy and its gradient, the data traced (as
+    in the runners)."""
+    import jax
+    from numpyro.infer.util import initialize_model, unconstrain_fn
+
+    info = initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
+    potential = info.potential_fn  # potential(data) -> (z -> potential energy)
+
+    def point(prior, i):
+        return unconstrain_fn(model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
+
+    return point, jax.jit(jax.value_and_grad(lambda z, d: potential(d)(z)))
+
+
 def measure(draws: int = 12, calls: int = 20, repeats: int = 3, seed: int = 1) -> dict:
     import jax
     import numpy as np
     from jax.flatten_util import ravel_pytree
     from numpyro.infer import Predictive
-    from numpyro.infer.util import initialize_model, unconstrain_fn
 
     jax.config.update("jax_enable_x64", True)
     from bayesbio.models import warfarin_pkpd as wf
@@ -45,12 +60,9 @@ def measure(draws: int = 12, calls: int = 20, repeats: int = 3, seed: int = 1) -
     prior = Predictive(wf.model, num_samples=draws)(jax.random.PRNGKey(seed), data)
     rows = []
     for form, pk in zip(FORMS, ("closed_form", "ode")):
-        model = wf.make_model(pk=pk)
-        info = initialize_model(jax.random.PRNGKey(0), model, model_args=(data,), dynamic_args=True)
-        potential = info.potential_fn  # potential(data) -> (z -> potential energy)
-        value_and_grad = jax.jit(jax.value_and_grad(lambda z, d: potential(d)(z)))
+        point, value_and_grad = compiled_gradient(wf.make_model(pk=pk), data)
         for i in range(draws):
-            z = unconstrain_fn(model, (data,), {}, {k: prior[k][i] for k in info.param_info.z})
+            z = point(prior, i)
             seconds, (value, grad) = median_seconds_per_call(value_and_grad, z, data, calls=calls, repeats=repeats)
             flat, _ = ravel_pytree(grad)
             rows.append({
