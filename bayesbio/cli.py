@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--workers", type=_positive_int("workers"), default=1, metavar="N",
                      help="fit N batches at once, each on its own thread (on a CPU: up to one per core); a "
                      "replication's fit does not depend on its worker, so --resume may change N (default 1)")
+    sbc.add_argument("--parallel", choices=("threads", "processes"), default="threads",
+                     help="how --workers run: threads through one compiled program (default) or worker "
+                     "processes, each loading the model and compiling its own copy (a start-up cost per "
+                     "process; nothing shared between fits at once); the fits are the same")
     sbc.add_argument("--init", choices=("model", "truth"), help="where chains start: as `bayesbio fit` does "
                      "('model', default) or at each replication's true parameters ('truth': a start in the "
                      "stationary distribution; checks calibration but not warm-up from a distant start)")
@@ -323,6 +327,7 @@ def _cmd_sbc(args, argv) -> int:
         batch=args.batch, init=args.init, prefit=args.prefit,
         dense_mass=None if args.dense_mass is None else args.dense_mass == "yes",
         checkpoint=ckpt, resume=args.resume, force=args.force, workers=args.workers,
+        parallel=args.parallel,
     )
     result.write(out, force=args.force, command=command)
     ckpt.unlink(missing_ok=True)  # the results are complete

@@ -260,6 +260,8 @@ CASES += [
          ("'starts'",)),
     Case("laplace-seed-bool", lambda tmp: bb.fit_laplace("lotka_volterra", seed=True), OptionError, ("'seed'",)),
     Case("sbc-reps-zero", lambda tmp: bb.run_sbc("lotka_volterra", reps=0), OptionError, ("'reps'",)),
+    Case("sbc-parallel-unknown", lambda tmp: bb.run_sbc("lotka_volterra", workers=2, parallel="fork"), OptionError,
+         ("parallel",)),
     Case("sbc-bins-one", lambda tmp: bb.run_sbc("lotka_volterra", bins=1), OptionError, ("'bins'",)),
     Case("sbc-unknown-setting", lambda tmp: bb.run_sbc("lotka_volterra", repetitions=10), OptionError,
          ("'repetitions'",)),
@@ -297,6 +299,7 @@ CLI_CASES += [
     ("cli-sbc-reps-zero", ["sbc", "lotka_volterra", "--reps", "0"], ("--reps",)),
     ("cli-sbc-thin-zero", ["sbc", "lotka_volterra", "--thin", "0"], ("--thin",)),
     ("cli-sbc-unknown-model", ["sbc", "no_such_model", "--reps", "2"], ("no_such_model",)),
+    ("cli-sbc-parallel-unknown", ["sbc", "lotka_volterra", "--parallel", "fork"], ("--parallel",)),
     ("report-missing-file", ["report", "{tmp}/none.nc"], ("none.nc",)),
     ("no-command", [], ("COMMAND",)),
 ]

@@ -277,12 +277,14 @@ def test_cli_sbc_tiny_run_on_a_model_script(tmp_path):
         "    mu = numpyro.sample('mu', dist.Normal(0.0, 1.0))\n"
         "    bb.observe('y', bb.NormalNoise(jnp.full(3, mu), 0.5), obs=data['y'])\n"
     )
-    proc = run_cli("sbc", str(script), "--out", "res", "--no-progress", "--workers", "2", cwd=tmp_path,
-                   timeout=600)
+    # two worker processes, each loading the script (the thread path is tested in-process)
+    proc = run_cli("sbc", str(script), "--out", "res", "--no-progress", "--workers", "2", "--parallel", "processes",
+                   cwd=tmp_path, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1 = calibration failed (8 reps: unlikely)
     payload = json.loads((tmp_path / "res" / "sbc.json").read_text())
     assert payload["settings"]["reps"] == 8 and payload["command"].startswith("bayesbio sbc")
     assert payload["workers"] == 2 and "--workers 2" in payload["command"]
+    assert payload["parallel"] == "processes" and "--parallel processes" in payload["command"]
     again = run_cli("sbc", str(script), "--out", "res", cwd=tmp_path, timeout=600)
     assert again.returncode == 2 and "--force" in again.stderr, again.stderr
 

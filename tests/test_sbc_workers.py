@@ -72,6 +72,50 @@ def test_workers_give_the_fits_of_one_worker_and_a_killed_run_resumes(tmp_path, 
     _assert_same(resumed, one)
 
 
+def test_worker_processes_give_the_fits_of_one_worker_and_resume_a_thread_run(tmp_path, monkeypatch):
+    # each process loads the model and compiles its own copy of the program: same fits, bit for bit
+    one = bb.run_sbc(normal_model, DATA, **SETTINGS)
+    two = bb.run_sbc(normal_model, DATA, workers=2, parallel="processes", **SETTINGS)
+    _assert_same(two, one)
+    assert two.metadata["parallel"] == "processes" and two.metadata["workers"] == 2
+
+    saved = []
+
+    def save_once_then_die(*args, **kwargs):
+        save_progress(*args, **kwargs)
+        saved.append(args[2].indices().tolist())
+        raise Killed
+
+    ckpt = tmp_path / CHECKPOINT_NAME
+    monkeypatch.setattr(sbc_run, "save_progress", save_once_then_die)
+    with pytest.raises(Killed):
+        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
+    monkeypatch.undo()
+    resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, workers=2, parallel="processes",
+                         **SETTINGS)
+    assert len(saved) == 1 and resumed.timings["resumed_after_replications"] == len(saved[0]) == 2
+    _assert_same(resumed, one)
+
+
+def test_worker_processes_report_a_model_they_cannot_receive():
+    def local_model(data):  # a closure-free local function still cannot be pickled by reference
+        normal_model(data)
+
+    with pytest.raises(OptionError, match="parallel='processes': the model cannot be sent to a worker process"):
+        bb.run_sbc(local_model, DATA, workers=2, parallel="processes", **SETTINGS)
+
+
+def test_a_worker_process_error_is_raised_in_the_caller():
+    from bayesbio.sbc.processes import as_finished_in_processes
+
+    with pytest.raises(ZeroDivisionError):
+        list(as_finished_in_processes(_divide_by_zero, lambda start: (start,), range(3), workers=2))
+
+
+def _divide_by_zero():  # a recipe whose fitter cannot be built: the error reaches the caller
+    return 1 / 0
+
+
 def test_a_run_resumes_from_batches_that_finished_out_of_order(tmp_path):
     one = bb.run_sbc(normal_model, DATA, **SETTINGS)
     full, ckpt = _checkpoint_of(one, tmp_path)
@@ -135,6 +179,11 @@ def test_as_finished_raises_the_first_error_and_starts_nothing_more():
             pass
     time.sleep(0.5)  # let the other thread finish its call
     assert len(started) <= 4  # not all 20: the workers stopped taking batches
+
+
+def test_parallel_must_be_threads_or_processes():
+    with pytest.raises(OptionError, match="parallel: expected 'threads' or 'processes'; got 'fork'"):
+        bb.run_sbc(normal_model, DATA, workers=2, parallel="fork", **SETTINGS)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

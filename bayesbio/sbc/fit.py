@@ -217,7 +217,8 @@ class BatchFitter:
 
     def fit(self, keys, observations: dict[str, np.ndarray], *, truths: dict[str, np.ndarray] | None = None,
             on_batch: Callable[[int], None] | None = None, done: FitResult | None = None,
-            on_progress: Callable[[FitResult], None] | None = None, workers: int = 1) -> FitResult:
+            on_progress: Callable[[FitResult], None] | None = None, workers: int = 1,
+            processes: Callable[[], "BatchFitter"] | None = None) -> FitResult:
         """Fit replication ``i`` (data ``observations[k][i]``) with ``keys[i]``, a batch at a time
         (batch ``j``: replications ``j * batch`` up to ``(j + 1) * batch``); with ``truths`` (every
         latent site, (reps, ...)), each fit's chains start there.
@@ -229,6 +230,8 @@ class BatchFitter:
         program (XLA's CPU client runs calls from several threads on their own cores); a
         replication's fit does not depend on which thread or batch fits it, so batches may
         finish in any order. The result holds every replication, in order.
+        ``processes``: fit in ``workers`` worker processes instead of threads, each with its own
+        fitter built by this picklable, argument-free callable (:mod:`bayesbio.sbc.processes`).
         """
         reps = int(np.shape(keys)[0])
         batch = min(self.settings.batch, reps)
@@ -241,26 +244,30 @@ class BatchFitter:
         if have != whole or (done is not None and len(have) != len(done.divergences)):
             raise ValueError(f"done: its {len(have)} finished replications are not whole batches of {batch} "
                              f"out of {reps}")
-        if self._compiled is None or self._compiled[0] != (batch, truths is not None):
-            fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truths is not None else None)))
-            self._compiled = ((batch, truths is not None), fn)
-        fn = self._compiled[1]
-        keys = jnp.asarray(keys)
+        keys = np.asarray(keys)
 
-        def fit_batch(start):
+        def inputs(start):
             idx = np.arange(start, start + batch)
             idx = np.minimum(idx, reps - 1)  # pad the last batch by repeating its last replication
-            obs = {k: jnp.asarray(v[idx]) for k, v in observations.items()}
-            truth = None if truths is None else {k: jnp.asarray(v[idx]) for k, v in truths.items()}
-            out = jax.device_get(fn(keys[idx], self.prepared.data, obs, truth))
+            obs = {k: np.asarray(v[idx]) for k, v in observations.items()}
+            truth = None if truths is None else {k: np.asarray(v[idx]) for k, v in truths.items()}
+            return keys[idx], obs, truth
+
+        def finished(start, out):
             n_real = min(batch, reps - start)
             out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_real], out)
             return out + (np.arange(start, start + n_real),)
 
         parts = [] if done is None else [_parts_of(done)]
         todo = [start for start in starts if start not in have]
-        for start, out in _as_finished(fit_batch, todo, workers):
-            parts.append(out)
+        if processes is not None and workers > 1 and len(todo) > 1:
+            from bayesbio.sbc.processes import as_finished_in_processes
+
+            results = as_finished_in_processes(processes, inputs, todo, workers)
+        else:
+            results = _as_finished(lambda start: self.fit_batch(*inputs(start)), todo, workers)
+        for start, out in results:
+            parts.append(finished(start, out))
             if on_progress is not None:
                 joined = _joined(parts)
                 parts = [_parts_of(joined)]
@@ -268,6 +275,21 @@ class BatchFitter:
             if on_batch is not None:
                 on_batch(min(batch, reps - start))
         return _joined(parts)
+
+    def fit_batch(self, keys, obs, truth=None):
+        """One batch's fits (NumPy arrays, the batch's leading axis): draws, divergences, mean
+        leapfrog steps and whether every chain started, for ``keys`` (batch, 2), observations
+        ``obs[k]`` (batch, ...) and optionally the truths to start at. Compiled on first use (and
+        again when the batch size changes)."""
+        batch = int(np.shape(keys)[0])
+        if self._compiled is None or self._compiled[0] != (batch, truth is not None):
+            fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truth is not None else None)))
+            self._compiled = ((batch, truth is not None), fn)
+        fn = self._compiled[1]
+        obs = {k: jnp.asarray(v) for k, v in obs.items()}
+        truth = None if truth is None else {k: jnp.asarray(v) for k, v in truth.items()}
+        return jax.tree_util.tree_map(np.asarray, jax.device_get(fn(jnp.asarray(keys), self.prepared.data, obs,
+                                                                    truth)))
 
 
 def _as_finished(fn, starts, workers: int):

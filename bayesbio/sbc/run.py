@@ -16,6 +16,7 @@ from bayesbio.infer._common import check_seed, prepare, show_progress, software_
 from bayesbio.sbc import stats
 from bayesbio.sbc.checkpoint import check_draws, code_digest, load_progress, save_progress
 from bayesbio.sbc.fit import BatchFitter
+from bayesbio.sbc.processes import FitterRecipe
 from bayesbio.sbc.settings import SBCSettings, resolve_settings
 from bayesbio.sbc.simulate import simulate
 
@@ -93,7 +94,8 @@ def _labels(name: str, shape: tuple, dims: dict, coords: dict) -> list[tuple[tup
 
 
 def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, checkpoint=None,
-            resume: bool = False, force: bool = False, workers: int = 1, **settings) -> SBCResult:
+            resume: bool = False, force: bool = False, workers: int = 1, parallel: str = "threads",
+            **settings) -> SBCResult:
     """Simulation-based calibration of NUTS on a model (Talts et al. 2018).
 
     For each of ``reps`` replications: draw the parameters from the prior (restricted to
@@ -132,6 +134,12 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
         changes the wall time only, and a run may be resumed with a different number of
         workers. Batches finish in any order; the checkpoint keeps each one as it finishes.
         Default: one.
+    parallel : {"threads", "processes"}
+        How several ``workers`` run: threads through the one compiled program (default), or
+        spawned worker processes that each load the model and compile their own copy of the same
+        program (:mod:`bayesbio.sbc.processes`: a start-up cost per process, nothing shared
+        between fits; the model and data must be picklable, e.g. a bundled model's name). The
+        fits are the same either way.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
@@ -150,6 +158,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     seed = check_seed(seed)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise OptionError(f"workers: expected a positive integer (batches fitted at once); got {workers!r}")
+    if parallel not in ("threads", "processes"):
+        raise OptionError(f"parallel: expected 'threads' or 'processes'; got {parallel!r}")
     t0 = time.perf_counter()
     prepared = prepare(model, data)
     s = resolve_settings(prepared.spec.sbc, settings, model_name=prepared.spec.name)
@@ -182,8 +192,13 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     t_sim = time.perf_counter()
     if done is not None:
         check_draws(checkpoint, done, {k: (s.chains * s.draws,) + sim.params[k].shape[1:] for k in params})
-    fitter = BatchFitter(prepared, list(sim.observations), params, s,
-                         {k: v[0] for k, v in sim.observations.items()})
+    example_obs = {k: v[0] for k, v in sim.observations.items()}
+    fitter = BatchFitter(prepared, list(sim.observations), params, s, example_obs)
+    recipe = None
+    if parallel == "processes" and workers > 1:
+        recipe = FitterRecipe(model, data, s, params, list(sim.observations), example_obs,
+                              bool(jax.config.jax_enable_x64))
+        recipe.check_picklable()
     bar = None
     if show_progress(progress):
         from tqdm.auto import tqdm
@@ -196,7 +211,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     fits = fitter.fit(jax.random.split(key_fit, s.reps), sim.observations,
                       truths=sim.params if s.init == "truth" else None,
                       on_batch=bar.update if bar is not None else None, done=done,
-                      on_progress=save if checkpoint is not None else None, workers=int(workers))
+                      on_progress=save if checkpoint is not None else None, workers=int(workers),
+                      processes=recipe)
     if bar is not None:
         bar.close()
     t_fit = time.perf_counter()
@@ -234,5 +250,5 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
                  **({"resumed_after_replications": n_done} if resume else {})},
         metadata={"data_fingerprint": prepared.fingerprint, "model_source": prepared.spec.source,
                   "versions": identity["versions"], "x64": identity["x64"],
-                  "workers": int(workers)},
+                  "workers": int(workers), "parallel": parallel},
     )
