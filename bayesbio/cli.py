@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--chains", type=_positive_int("chains"), help="chains per fit")
     sbc.add_argument("--batch", type=_positive_int("batch"), help="replications fitted together (vmap)")
     sbc.add_argument("--workers", type=_positive_int("workers"), default=1, metavar="N",
-                     help="fit N batches at once, each on its own thread (on a CPU: up to one per core); a "
-                     "replication's fit does not depend on its worker, so --resume may change N (default 1)")
+                     help="fit N batches at once, each on its own thread or process (--parallel; on a CPU: up to "
+                     "one per core); a replication's fit does not depend on its worker, so --resume may change N (default 1)")
     sbc.add_argument("--parallel", choices=("threads", "processes"), default="threads",
                      help="how --workers run: threads through one compiled program (default) or worker "
                      "processes, each loading the model and compiling its own copy (a start-up cost per "

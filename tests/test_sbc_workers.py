@@ -5,6 +5,8 @@ to the uninterrupted result."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -97,12 +99,57 @@ def test_worker_processes_give_the_fits_of_one_worker_and_resume_a_thread_run(tm
     _assert_same(resumed, one)
 
 
+def test_worker_processes_pad_the_last_batch_and_start_at_the_truth_as_one_worker_does():
+    settings = dict(SETTINGS, reps=5, init="truth")  # batches of 2: the last one padded
+    # data as JAX float64 arrays: a worker that unpickled them before taking the parent's x64
+    # setting would fit float32 data, and its ranks would differ
+    data = {"y": jnp.asarray(DATA["y"])}
+    assert data["y"].dtype == jnp.float64
+    one = bb.run_sbc(normal_model, data, **settings)
+    two = bb.run_sbc(normal_model, data, workers=2, parallel="processes", **settings)
+    _assert_same(two, one)
+    assert all(len(r) == 5 for r in two.ranks.values())
+
+
 def test_worker_processes_report_a_model_they_cannot_receive():
     def local_model(data):  # a closure-free local function still cannot be pickled by reference
         normal_model(data)
 
     with pytest.raises(OptionError, match="parallel='processes': the model cannot be sent to a worker process"):
         bb.run_sbc(local_model, DATA, workers=2, parallel="processes", **SETTINGS)
+
+
+def test_a_worker_refuses_data_or_model_code_other_than_the_runs():
+    from bayesbio.errors import DataError, ModelError
+    from bayesbio.sbc.processes import FitterRecipe
+    from bayesbio.sbc.settings import SBCSettings
+
+    def recipe(**identity):
+        return FitterRecipe(normal_model, DATA, SBCSettings(**{k: v for k, v in SETTINGS.items() if k != "seed"}),
+                            ["mu"], ["y"], {"y": DATA["y"]}, **identity)
+
+    from bayesbio.infer._common import prepare
+    from bayesbio.sbc.checkpoint import code_digest
+
+    prepared, code = prepare(normal_model, DATA), code_digest(normal_model)
+    assert recipe(fingerprint=prepared.fingerprint, model_code=code)() is not None
+    with pytest.raises(DataError, match="data: a worker process loaded data with fingerprint"):
+        recipe(fingerprint="0" * 16, model_code=code)()
+    with pytest.raises(ModelError, match="model: a worker process loaded other code"):
+        recipe(fingerprint=prepared.fingerprint, model_code="edited")()
+
+
+def test_worker_processes_refuse_an_interactively_defined_model(monkeypatch):
+    import sys
+    import types
+
+    def interactive_model(data):
+        normal_model(data)
+
+    interactive_model.__module__ = "__main__"
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # no __file__: a notebook
+    with pytest.raises(OptionError, match="parallel='processes': the model is a function defined interactively"):
+        bb.run_sbc(interactive_model, DATA, workers=2, parallel="processes", **SETTINGS)
 
 
 def test_a_worker_process_error_is_raised_in_the_caller():
@@ -114,6 +161,43 @@ def test_a_worker_process_error_is_raised_in_the_caller():
 
 def _divide_by_zero():  # a recipe whose fitter cannot be built: the error reaches the caller
     return 1 / 0
+
+
+class _FitterThatDies:
+    def fit_batch(self, start):
+        if start == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        time.sleep(0.1)
+        return start
+
+
+class _UnpicklableError(Exception):
+    def __init__(self, text):
+        super().__init__(text)
+        self.callback = lambda: None  # cannot be pickled back to the parent
+
+
+class _FitterThatRaisesUnpicklable:
+    def fit_batch(self, start):
+        raise _UnpicklableError(f"solver exploded in batch {start}")
+
+
+def test_a_killed_worker_process_is_reported_instead_of_waited_for():
+    from bayesbio.sbc.processes import as_finished_in_processes
+
+    got = []
+    with pytest.raises(RuntimeError, match=r"died \(killed by signal 9 \(SIGKILL"):
+        for item in as_finished_in_processes(_FitterThatDies, lambda start: (start,), range(6), workers=2,
+                                             poll_seconds=0.2):
+            got.append(item)
+    assert (1, 1) not in got  # the killed batch is not reported as finished
+
+
+def test_an_error_that_cannot_be_pickled_reaches_the_caller_as_its_text():
+    from bayesbio.sbc.processes import as_finished_in_processes
+
+    with pytest.raises(RuntimeError, match="_UnpicklableError: solver exploded in batch 0"):
+        list(as_finished_in_processes(_FitterThatRaisesUnpicklable, lambda start: (start,), [0], workers=2))
 
 
 def test_a_run_resumes_from_batches_that_finished_out_of_order(tmp_path):

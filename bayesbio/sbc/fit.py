@@ -27,6 +27,7 @@ NUTS adapts step size and mass matrix during warm-up and keeps every ``thin``-th
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -266,14 +267,15 @@ class BatchFitter:
             results = as_finished_in_processes(processes, inputs, todo, workers)
         else:
             results = _as_finished(lambda start: self.fit_batch(*inputs(start)), todo, workers)
-        for start, out in results:
-            parts.append(finished(start, out))
-            if on_progress is not None:
-                joined = _joined(parts)
-                parts = [_parts_of(joined)]
-                on_progress(joined)
-            if on_batch is not None:
-                on_batch(min(batch, reps - start))
+        with contextlib.closing(results):  # an error in a callback stops the workers at once
+            for start, out in results:
+                parts.append(finished(start, out))
+                if on_progress is not None:
+                    joined = _joined(parts)
+                    parts = [_parts_of(joined)]
+                    on_progress(joined)
+                if on_batch is not None:
+                    on_batch(min(batch, reps - start))
         return _joined(parts)
 
     def fit_batch(self, keys, obs, truth=None):

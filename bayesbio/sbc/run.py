@@ -16,7 +16,7 @@ from bayesbio.infer._common import check_seed, prepare, show_progress, software_
 from bayesbio.sbc import stats
 from bayesbio.sbc.checkpoint import check_draws, code_digest, load_progress, save_progress
 from bayesbio.sbc.fit import BatchFitter
-from bayesbio.sbc.processes import FitterRecipe
+from bayesbio.sbc.processes import FitterRecipe, check_sendable
 from bayesbio.sbc.settings import SBCSettings, resolve_settings
 from bayesbio.sbc.simulate import simulate
 
@@ -128,9 +128,9 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
         Replace an existing ``checkpoint`` file when not resuming (otherwise refused: it holds
         an unfinished run's fits). It is replaced at the first save, not before.
     workers : int
-        Batches fitted at once, each by its own thread through the one compiled program: on a
-        CPU with several cores, XLA runs each thread's fit on its own core (use up to one
-        worker per core). A replication's fit is the same whichever worker fits it, so this
+        Batches fitted at once, each by its own thread through the one compiled program (or by
+        its own process, see ``parallel``): on a CPU with several cores, XLA runs each thread's
+        fit on its own core (use up to one worker per core). A replication's fit is the same whichever worker fits it, so this
         changes the wall time only, and a run may be resumed with a different number of
         workers. Batches finish in any order; the checkpoint keeps each one as it finishes.
         Default: one.
@@ -138,8 +138,10 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
         How several ``workers`` run: threads through the one compiled program (default), or
         spawned worker processes that each load the model and compile their own copy of the same
         program (:mod:`bayesbio.sbc.processes`: a start-up cost per process, nothing shared
-        between fits; the model and data must be picklable, e.g. a bundled model's name). The
-        fits are the same either way.
+        between fits; CPU only; the model and data must be picklable, e.g. a bundled model's
+        name or a script's path, and a script calling this needs an ``if __name__ ==
+        "__main__":`` guard). On the same machine with the same JAX settings the fits are the
+        same either way.
     **settings
         Any field of :class:`~bayesbio.sbc.settings.SBCSettings` (``reps``, ``warmup``,
         ``draws``, ``thin``, ``chains``, ``batch``, ``params``, ...), overriding the model
@@ -160,6 +162,8 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
         raise OptionError(f"workers: expected a positive integer (batches fitted at once); got {workers!r}")
     if parallel not in ("threads", "processes"):
         raise OptionError(f"parallel: expected 'threads' or 'processes'; got {parallel!r}")
+    if parallel == "processes" and workers > 1:
+        check_sendable(model, data)
     t0 = time.perf_counter()
     prepared = prepare(model, data)
     s = resolve_settings(prepared.spec.sbc, settings, model_name=prepared.spec.name)
@@ -197,8 +201,7 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     recipe = None
     if parallel == "processes" and workers > 1:
         recipe = FitterRecipe(model, data, s, params, list(sim.observations), example_obs,
-                              bool(jax.config.jax_enable_x64))
-        recipe.check_picklable()
+                              fingerprint=prepared.fingerprint, model_code=identity["model_code"])
     bar = None
     if show_progress(progress):
         from tqdm.auto import tqdm
@@ -250,5 +253,5 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
                  **({"resumed_after_replications": n_done} if resume else {})},
         metadata={"data_fingerprint": prepared.fingerprint, "model_source": prepared.spec.source,
                   "versions": identity["versions"], "x64": identity["x64"],
-                  "workers": int(workers), "parallel": parallel},
+                  "workers": int(workers), "parallel": parallel if workers > 1 else "none"},
     )
