@@ -98,7 +98,8 @@ class BatchFitter:
         self._potential_gen = potential_gen
         self._postprocess_gen = postprocess_gen
         self._init_kernel, self._sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
-        self._compiled: Callable | None = None
+        self._compiled: tuple | None = None
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ one fit, traced
 
@@ -283,15 +284,21 @@ class BatchFitter:
         leapfrog steps and whether every chain started, for ``keys`` (batch, 2), observations
         ``obs[k]`` (batch, ...) and optionally the truths to start at. Compiled on first use (and
         again when the batch size changes)."""
-        batch = int(np.shape(keys)[0])
-        if self._compiled is None or self._compiled[0] != (batch, truth is not None):
-            fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if truth is not None else None)))
-            self._compiled = ((batch, truth is not None), fn)
-        fn = self._compiled[1]
+        fn = self._program(int(np.shape(keys)[0]), truth is not None)
         obs = {k: jnp.asarray(v) for k, v in obs.items()}
         truth = None if truth is None else {k: jnp.asarray(v) for k, v in truth.items()}
         return jax.tree_util.tree_map(np.asarray, jax.device_get(fn(jnp.asarray(keys), self.prepared.data, obs,
                                                                     truth)))
+
+    def _program(self, batch: int, with_truth: bool):
+        """The one jitted fit of ``batch`` replications, shared by every worker thread: threads
+        that each made their own would trace the model at the same time, and NumPyro's effect
+        handlers (one stack per process) would then see each other's sites."""
+        with self._lock:
+            if self._compiled is None or self._compiled[0] != (batch, with_truth):
+                fn = jax.jit(jax.vmap(self._one_fit, in_axes=(0, None, 0, 0 if with_truth else None)))
+                self._compiled = ((batch, with_truth), fn)
+            return self._compiled[1]
 
 
 def _as_finished(fn, starts, workers: int):
