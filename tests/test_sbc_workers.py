@@ -45,26 +45,32 @@ def _assert_same(a, b):  # same machine, same keys and data: bit for bit
     assert a.p_holm == b.p_holm
 
 
+def _killed_after_saves(n, ckpt, monkeypatch):
+    """Run SETTINGS with two worker threads, "killed" right after the ``n``-th checkpoint is
+    written; returns the replications each save held."""
+    saved = []
+
+    def save_then_die(*args, **kwargs):
+        save_progress(*args, **kwargs)
+        saved.append(args[2].indices().tolist())
+        if len(saved) == n:
+            raise Killed
+
+    monkeypatch.setattr(sbc_run, "save_progress", save_then_die)
+    with pytest.raises(Killed):
+        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
+    monkeypatch.undo()
+    return saved
+
+
 def test_workers_give_the_fits_of_one_worker_and_a_killed_run_resumes(tmp_path, monkeypatch):
     one = bb.run_sbc(normal_model, DATA, **SETTINGS)
     three = bb.run_sbc(normal_model, DATA, workers=3, **SETTINGS)
     _assert_same(three, one)
     assert three.metadata["workers"] == 3 and one.metadata["workers"] == 1
 
-    saved = []
-
-    def save_twice_then_die(*args, **kwargs):
-        out = save_progress(*args, **kwargs)
-        saved.append(args[2].indices().tolist())
-        if len(saved) == 2:
-            raise Killed
-        return out
-
     ckpt = tmp_path / CHECKPOINT_NAME
-    monkeypatch.setattr(sbc_run, "save_progress", save_twice_then_die)
-    with pytest.raises(Killed):
-        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
-    monkeypatch.undo()
+    saved = _killed_after_saves(2, ckpt, monkeypatch)
     # whole batches only, with their replication numbers: one batch, then two
     assert len(saved) == 2 and len(saved[0]) == 2 and len(saved[1]) == 4
     assert all(sorted(set(s)) == s and all(s[i] % 2 == 0 and s[i + 1] == s[i] + 1 for i in range(0, len(s), 2))
@@ -81,18 +87,8 @@ def test_worker_processes_give_the_fits_of_one_worker_and_resume_a_thread_run(tm
     _assert_same(two, one)
     assert two.metadata["parallel"] == "processes" and two.metadata["workers"] == 2
 
-    saved = []
-
-    def save_once_then_die(*args, **kwargs):
-        save_progress(*args, **kwargs)
-        saved.append(args[2].indices().tolist())
-        raise Killed
-
     ckpt = tmp_path / CHECKPOINT_NAME
-    monkeypatch.setattr(sbc_run, "save_progress", save_once_then_die)
-    with pytest.raises(Killed):
-        bb.run_sbc(normal_model, DATA, checkpoint=ckpt, workers=2, **SETTINGS)
-    monkeypatch.undo()
+    saved = _killed_after_saves(1, ckpt, monkeypatch)
     resumed = bb.run_sbc(normal_model, DATA, checkpoint=ckpt, resume=True, workers=2, parallel="processes",
                          **SETTINGS)
     assert len(saved) == 1 and resumed.timings["resumed_after_replications"] == len(saved[0]) == 2
