@@ -6,7 +6,8 @@ and far too much for hundreds of SBC fits. Here NumPyro's NUTS kernel
 (:func:`numpyro.infer.hmc.hmc`) runs on a model whose observed values are *arguments*
 (``numpyro.handlers.condition``), so one compiled program fits every replication; a batch of
 replications is fitted together with ``vmap``, and several batches at once by worker threads
-(XLA's CPU client runs each thread's call on its own core).
+(XLA's CPU client runs each thread's call on its own core) or by worker processes, each with
+its own fitter (:mod:`bayesbio.sbc.processes`).
 
 Each fit starts, as :func:`bayesbio.sample_nuts` does, from the model script's
 ``init_strategy`` when it defines one, else from a point drawn uniformly in ``(-2, 2)`` on the
