@@ -271,6 +271,30 @@ def _metric_sentence(result: Mapping[str, Any]) -> str:
     )
 
 
+def _stan_adaptation_lines(result: Mapping[str, Any]) -> list[str]:
+    """Whether Stan adapted its metric (warm-ups under 150 iterations; see
+    ``stan_side.adaptation_windows``)."""
+    stan = result.get("stan")
+    warmup = result.get("settings", {}).get("warmup")
+    if not stan or warmup is None or warmup >= 150:
+        return []
+    windows = stan.get("adaptation_windows")
+    if isinstance(windows, Mapping):
+        return [
+            f"Stan's adaptation windows were passed explicitly (init_buffer {windows['init_buffer']}, window "
+            f"{windows['window']}, term_buffer {windows['term_buffer']}: the 15%/75%/10% split that Stan and NumPyro "
+            "both use for short warm-ups). With its default buffers and fewer than 150 warm-up iterations, Stan "
+            "2.35 never adapts its metric (`stan_side.adaptation_windows`).",
+            "",
+        ]
+    return [
+        "**Stan sampled on the unit metric in this run**: fewer than 150 warm-up iterations with Stan's default "
+        "adaptation buffers, for which Stan 2.35 adapts no metric (`stan_side.adaptation_windows`). The ratio "
+        "favours bayesbio for that reason; runs from 2026-12-06 on pass the windows explicitly.",
+        "",
+    ]
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines = [f"# {result['title']}", ""]
@@ -304,6 +328,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"{stan['sample_call_seconds']:.2f} s wall in all.",
             "",
         ]
+    lines += _stan_adaptation_lines(result)
     if result.get("startup"):
         lines += [
             "## Start-up",

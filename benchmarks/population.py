@@ -63,6 +63,10 @@ COLUMNS = [
     ("s per ESS (sampling)", "seconds_per_ess", ".3g"),
     ("ESS/s (sampling)", "ess_per_second", ".3g"),
     ("bayesbio / Stan ESS/s", "speedup", ".3g"),
+    ("end-to-end s", "end_to_end_seconds", ".0f"),
+    ("ESS/s (end to end)", "ess_per_end_to_end_second", ".3g"),
+    ("bayesbio / Stan (end to end)", "speedup_end_to_end", ".3g"),
+    ("Stan metric", "stan_metric", ""),
     ("gradient evals", "gradient_evaluations", "d"),
     ("one gradient ms", "one_gradient_ms", ".3g"),
     ("divergences", "divergences", "d"),
@@ -173,11 +177,16 @@ def _run_on(result) -> dict:
             "run_date": str(result.get("created_at", ""))[:10] or "undated"}
 
 
-def _side_row(n, side, res, params, run_on=None):
+def _side_row(n, side, res, params, run_on=None, warmup=None):
     if not res:
         return None
     diag = res.get("diagnostics") or {}
     ess, samp = diag.get("min_ess_bulk"), res.get("sampling_seconds")
+    e2e = res.get("end_to_end_seconds")
+    stan_metric = None
+    if side == "Stan" and warmup is not None:
+        # Stan adapts no metric at warm-ups under 150 with its default buffers (stan_side.adaptation_windows)
+        stan_metric = "adapted" if warmup >= 150 or res.get("adaptation_windows") else "unit (not adapted)"
     return {
         "n_patients": n,
         "side": side,
@@ -188,6 +197,9 @@ def _side_row(n, side, res, params, run_on=None):
         "max_r_hat": diag.get("max_r_hat"),
         "seconds_per_ess": samp / ess if ess and samp else None,
         "ess_per_second": ess / samp if ess and samp else None,
+        "end_to_end_seconds": e2e,
+        "ess_per_end_to_end_second": ess / e2e if ess and e2e else None,
+        "stan_metric": stan_metric,
         "gradient_evaluations": res.get("gradient_evaluations"),
         "one_gradient_ms": res["one_gradient_seconds"] * 1e3 if res.get("one_gradient_seconds") else None,
         "divergences": res.get("divergences"),
@@ -255,6 +267,13 @@ def main(argv=None) -> dict:
             "metric; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
             "The pre-fit's seconds are in bayesbio's build time (and its own column), not in warm-up or sampling."
         )
+    if size["warmup"] < 150:
+        notes.append(
+            "Warm-up under 150 iterations: Stan gets its adaptation windows explicitly (15%/75%/10% of the warm-up, "
+            "as NumPyro's schedule for bayesbio), since with its default buffers Stan 2.35 adapts no metric at all "
+            "(`stan_side.adaptation_windows`). Results created before 2026-12-06 lack this and ran Stan on the unit "
+            "metric; each per-N file says which applies."
+        )
     else:
         notes.append("Start: each side's own (Stan: uniform(-2, 2) on the unconstrained scale; bayesbio: the model's "
                      "pre-fit draws).")
@@ -276,9 +295,11 @@ def main(argv=None) -> dict:
         for n, res in sorted(merged.items()):
             run_on = _run_on(res)
             bb_row = _side_row(n, "bayesbio", res.get("bayesbio_cold"), PARAMS, run_on)
-            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS, run_on)
+            st_row = _side_row(n, "Stan", res.get("stan"), PARAMS, run_on, warmup=res["settings"].get("warmup"))
             if bb_row and st_row and bb_row["ess_per_second"] and st_row["ess_per_second"]:
                 bb_row["speedup"] = bb_row["ess_per_second"] / st_row["ess_per_second"]
+            if bb_row and st_row and bb_row["ess_per_end_to_end_second"] and st_row["ess_per_end_to_end_second"]:
+                bb_row["speedup_end_to_end"] = bb_row["ess_per_end_to_end_second"] / st_row["ess_per_end_to_end_second"]
             table += [r for r in (st_row, bb_row) if r]
             for r in res["rows"]:
                 rows.append(dict(r, run=f"N={n}: {r['run']}"))
