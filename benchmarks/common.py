@@ -67,6 +67,7 @@ from results_io import (  # noqa: E402,F401
     write_text_atomic,
 )
 from stan_side import (  # noqa: E402,F401
+    adaptation_windows,
     clear_stan_fits,
     clear_stan_model,
     parse_stan_messages,
@@ -276,7 +277,7 @@ def _stan_adaptation_lines(result: Mapping[str, Any]) -> list[str]:
     ``stan_side.adaptation_windows``)."""
     stan = result.get("stan")
     warmup = result.get("settings", {}).get("warmup")
-    if not stan or warmup is None or warmup >= 150:
+    if not stan or warmup is None or not adaptation_windows(warmup):
         return []
     windows = stan.get("adaptation_windows")
     if isinstance(windows, Mapping):

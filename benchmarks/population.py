@@ -185,8 +185,9 @@ def _side_row(n, side, res, params, run_on=None, warmup=None):
     e2e = res.get("end_to_end_seconds")
     stan_metric = None
     if side == "Stan" and warmup is not None:
-        # Stan adapts no metric at warm-ups under 150 with its default buffers (stan_side.adaptation_windows)
-        stan_metric = "adapted" if warmup >= 150 or res.get("adaptation_windows") else "unit (not adapted)"
+        # a short warm-up run without explicit windows adapted no metric (stan_side.adaptation_windows)
+        short = bool(common.adaptation_windows(warmup))
+        stan_metric = "unit (not adapted)" if short and not res.get("adaptation_windows") else "adapted"
     return {
         "n_patients": n,
         "side": side,
@@ -267,16 +268,16 @@ def main(argv=None) -> dict:
             "metric; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
             "The pre-fit's seconds are in bayesbio's build time (and its own column), not in warm-up or sampling."
         )
-    if size["warmup"] < 150:
+    else:
+        notes.append("Start: each side's own (Stan: uniform(-2, 2) on the unconstrained scale; bayesbio: the model's "
+                     "pre-fit draws).")
+    if common.adaptation_windows(size["warmup"]):
         notes.append(
             "Warm-up under 150 iterations: Stan gets its adaptation windows explicitly (15%/75%/10% of the warm-up, "
             "as NumPyro's schedule for bayesbio), since with its default buffers Stan 2.35 adapts no metric at all "
             "(`stan_side.adaptation_windows`). Results created before 2026-12-06 lack this and ran Stan on the unit "
             "metric; each per-N file says which applies."
         )
-    else:
-        notes.append("Start: each side's own (Stan: uniform(-2, 2) on the unconstrained scale; bayesbio: the model's "
-                     "pre-fit draws).")
     def summarise():
         # this run's sizes, plus per-N results of earlier runs with the same size, seed and start
         # (e.g. Stan's side of small N and bayesbio's of large N run separately); the others are left out
