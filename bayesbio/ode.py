@@ -320,33 +320,35 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
     """Forward sensitivities behind a custom VJP; differentiable in y0, params, ts and t0.
 
     Only the sensitivity columns of inputs that are actually differentiated are integrated
-    (the custom VJP uses symbolic zeros): a constant initial state costs no sensitivities.
+    (the custom VJP uses symbolic zeros, leaf by leaf): a constant initial state, or a leaf of
+    ``params`` that is data (e.g. an infusion rate read from the dosing table), costs no
+    sensitivities.
     """
-    flat_p, unravel = ravel_pytree(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
     n = y0.shape[0]
-    n_p = flat_p.shape[0]
-    dtype = jnp.result_type(y0, flat_p, float)
+    dtype = jnp.result_type(y0, *leaves, float)
     y0 = y0.astype(dtype)
-    flat_p = flat_p.astype(dtype)
+    leaves = tuple(jnp.asarray(leaf).astype(dtype) for leaf in leaves)
 
-    def f(t, y, p_flat):
-        return rhs(t, y, unravel(p_flat))
+    def full_rhs(values):
+        params = jax.tree_util.tree_unflatten(treedef, values)
+        return lambda t, y: rhs(t, y, params)
 
-    def plain(ts, t0, y0, p_flat):
+    def plain(ts, t0, y0, values):
+        g = full_rhs(values)
         if solver in _FUSED:
-            ys, failed, _ = _FUSED[solver](
-                lambda t, y: f(t, y, p_flat), t0, y0, ts, rtol=rtol, atol=atol, max_steps=max_steps
-            )
+            ys, failed, _ = _FUSED[solver](g, t0, y0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
             return ys, failed
-        term = diffrax.ODETerm(f)
+        term = diffrax.ODETerm(lambda t, y, args: rhs(t, y, jax.tree_util.tree_unflatten(treedef, args)))
         sol = _diffeqsolve(
-            term, _make_solver(solver), t0, ts[-1], y0, p_flat, ts, rtol, atol, max_steps,
+            term, _make_solver(solver), t0, ts[-1], y0, values, ts, rtol, atol, max_steps,
             diffrax.ForwardMode(),
         )
         return sol.ys, _failed(sol, sol.ys)
 
-    def with_sensitivities(ts, t0, y0, p_flat, wrt_y0, wrt_p):
-        """States and sensitivities in the columns [y0 (if wrt_y0) | p (if wrt_p)]."""
+    def with_sensitivities(f, n_p, ts, t0, y0, p_flat, wrt_y0, wrt_p):
+        """States and sensitivities in the columns [y0 (if wrt_y0) | p (if wrt_p)] of
+        ``dy/dt = f(t, y, p_flat)``, ``p_flat`` holding the ``n_p`` differentiated parameters."""
         # NumPy constants: jnp arrays here would be tracers of an enclosing jit captured by
         # the custom-VJP function (breaks jax.grad(jax.jit(f)))
         s0_blocks, e_blocks = [], []
@@ -391,26 +393,39 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         return ys, ss, _failed(sol, ys, ss)
 
     @jax.custom_vjp
-    def run(ts, t0, y0, p_flat):
-        ys, failed = plain(ts, t0, y0, p_flat)
+    def run(ts, t0, y0, values):
+        ys, failed = plain(ts, t0, y0, values)
         return ys, failed.astype(dtype)
 
-    def run_fwd(ts, t0, y0, p_flat):
-        # arguments arrive as CustomVJPPrimal(value, perturbed) (symbolic_zeros=True)
-        wrt_ts, wrt_t0, wrt_y0, wrt_p = ts.perturbed, t0.perturbed, y0.perturbed, p_flat.perturbed
-        ts, t0, y0, p_flat = ts.value, t0.value, y0.value, p_flat.value
+    def run_fwd(ts, t0, y0, values):
+        # arguments arrive as CustomVJPPrimal(value, perturbed), leaf by leaf (symbolic_zeros=True)
+        wrt_ts, wrt_t0, wrt_y0 = ts.perturbed, t0.perturbed, y0.perturbed
+        mask = tuple(v.perturbed for v in values)
+        ts, t0, y0 = ts.value, t0.value, y0.value
+        values = tuple(v.value for v in values)
+        wrt_p = any(mask)
         need_y0 = wrt_y0 or wrt_t0  # d y / d t0 = -S_y0 f(t0, y0)
         if need_y0 or wrt_p:
-            ys, ss, failed = with_sensitivities(ts, t0, y0, p_flat, need_y0, wrt_p)
+            # only the differentiated leaves get sensitivity columns; the others stay constants
+            p_flat, unravel = ravel_pytree([v for v, m in zip(values, mask) if m])
+            p_flat = p_flat.astype(dtype)  # an empty list ravels to the default float type
+            n_p = p_flat.shape[0]
+
+            def f(t, y, p_flat):
+                varied = iter(unravel(p_flat))
+                merged = [next(varied) if m else v for v, m in zip(values, mask)]
+                return full_rhs(merged)(t, y)
+
+            ys, ss, failed = with_sensitivities(f, n_p, ts, t0, y0, p_flat, need_y0, wrt_p)
         else:
-            ys, failed = plain(ts, t0, y0, p_flat)
+            ys, failed = plain(ts, t0, y0, values)
             ss = None
-        flags = (wrt_ts, wrt_t0, wrt_y0, wrt_p, need_y0)
-        return (ys, failed.astype(dtype)), (ts, t0, y0, p_flat, ys, ss, failed, flags)
+        flags = (wrt_ts, wrt_t0, wrt_y0, mask, need_y0)
+        return (ys, failed.astype(dtype)), (ts, t0, y0, values, ys, ss, failed, flags)
 
     def run_bwd(res, cotangents):
-        ts, t0, y0, p_flat, ys, ss, failed, flags = res
-        wrt_ts, wrt_t0, wrt_y0, wrt_p, need_y0 = flags
+        ts, t0, y0, values, ys, ss, failed, flags = res
+        wrt_ts, wrt_t0, wrt_y0, mask, need_y0 = flags
         g_ys, _ = cotangents
         if isinstance(g_ys, SymbolicZero):
             g_ys = jnp.zeros(ys.shape, ys.dtype)
@@ -418,19 +433,24 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         g_theta = jnp.einsum("tn,tnk->k", g_ys, ss) if ss is not None else None
         n_y0 = n if need_y0 else 0
         g_y0 = g_theta[:n] if wrt_y0 else None
-        g_p = g_theta[n_y0:] if wrt_p else None
+        g_values = tuple(jnp.zeros_like(v) for v in values)
+        if any(mask):
+            unravel = ravel_pytree([v for v, m in zip(values, mask) if m])[1]
+            varied = iter(unravel(g_theta[n_y0:]))
+            g_values = tuple(next(varied) if m else g for g, m in zip(g_values, mask))
         g_ts = g_t0 = None
+        g = full_rhs(values)
         if wrt_ts:  # d y(t_i) / d t_i = f(t_i, y_i)
-            f_ts = jax.vmap(lambda t, y: f(t, y, p_flat))(ts, ys)
+            f_ts = jax.vmap(g)(ts, ys)
             g_ts = jnp.where(failed, 0.0, jnp.einsum("tn,tn->t", g_ys, f_ts)).astype(jnp.result_type(ts))
         if wrt_t0:  # d y(t) / d t0 = -S_y0(t) f(t0, y0)
-            f_t0 = f(t0, y0, p_flat)
+            f_t0 = g(t0, y0)
             g_t0 = -jnp.einsum("tn,tnm,m->", g_ys, ss[:, :, :n], f_t0)
             g_t0 = jnp.where(failed, 0.0, g_t0).astype(jnp.result_type(t0))
-        return g_ts, g_t0, g_y0, g_p
+        return g_ts, g_t0, g_y0, g_values
 
     run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
-    ys, failed = run(ts, t0, y0, flat_p)
+    ys, failed = run(ts, t0, y0, leaves)
     return ys, failed > 0.5
 
 

@@ -145,6 +145,46 @@ def test_grad_of_jitted_function_with_forward_sensitivities(solver):
     assert np.max(np.abs(g_a - e_a)) <= GRAD_TOL * np.max(np.abs(e_a))
 
 
+@pytest.mark.parametrize("solver", GRAD_SOLVERS)
+def test_forward_sensitivities_only_for_differentiated_parameter_leaves(solver, monkeypatch):
+    """A parameter leaf that is data (here a constant input ``u``, as an infusion rate from a
+    dosing table) gets no sensitivity columns, and the gradient with respect to the other leaf
+    is unchanged: y' = A y + u with y(0) = Y0 is exact as expm on the augmented system."""
+    import bayesbio.ode as ode
+
+    u = jnp.array([0.3, -0.2, 0.5])
+
+    def rhs(t, y, p):
+        return p["a"] @ y + p["u"]
+
+    def loss(a):
+        sol = solve_with_status(rhs, Y0, TS, {"a": a, "u": u}, solver=solver, rtol=RTOL, atol=ATOL,
+                                sensitivity="forward")
+        return jnp.sum(W * sol.ys)
+
+    def loss_exact_input(a):  # [y; 1]' = [[A, u], [0, 0]] [y; 1]
+        big = jnp.zeros((4, 4)).at[:3, :3].set(a).at[:3, 3].set(u)
+        z = jax.vmap(lambda t: jax.scipy.linalg.expm(big * t) @ jnp.append(Y0, 1.0))(TS)
+        return jnp.sum(W * z[:, :3])
+
+    widths = []
+    if solver == "rk45":  # the fused loop integrates [y | S] flat: its width tells the columns
+        inner = ode.dopri5
+
+        def spy(f, t0, x0, ts, **kw):
+            widths.append(x0.shape[0])
+            return inner(f, t0, x0, ts, **kw)
+
+        monkeypatch.setattr(ode, "dopri5", spy)
+        monkeypatch.setitem(ode._FUSED, "rk45", spy)
+    g = jax.grad(loss)(A)
+    e = jax.grad(loss_exact_input)(A)
+    assert np.max(np.abs(g - e)) <= GRAD_TOL * np.max(np.abs(e))
+    if solver == "rk45":
+        # 3 states + 3 x 9 columns for the 9 entries of A; the 3 of u would make it 39
+        assert widths == [3 + 3 * 9], widths
+
+
 def test_grad_of_jitted_function_with_adjoint():
     loss = jax.jit(loss_numeric, static_argnums=(4, 5))
     g_y0, g_a = jax.grad(loss, argnums=(0, 1))(Y0, A, TS, 0.0, "tsit5", "adjoint")

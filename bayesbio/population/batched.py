@@ -18,11 +18,14 @@ patients, so the computation can be sharded along that axis (``jax.sharding``) u
 Cost: the vmapped adaptive loops run in lockstep, one step for every patient at once, until
 the slowest patient of a segment is done; the per-step cost is a few dozen fused array
 operations whatever the number of patients, so the time per gradient grows much more slowly
-than ``P`` on a CPU (``benchmarks/population.py`` measures it).
+than ``P`` on a CPU (``benchmarks/population.py`` measures it). On a CPU large populations
+run as chunks of :data:`PATIENT_CHUNK` patients, grouped by a cheap estimate of their step
+count (:func:`_step_cost`) so that a chunk seldom waits long for its slowest patient.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -236,9 +239,37 @@ def solve_population_with_status(
     # a closed form has no step loop (nothing waits for a slowest patient, no per-step working set
     # to keep in cache): one vmap over every patient (N = 1,000 theophylline, value + gradient:
     # 4.9 ms in chunks of 64, 1.9 ms in one vmap, solver="analytic")
+    stepping = not (isinstance(solver, str) and solver in ("analytic", "expm"))
+    cost = None
+    if stepping and _chunks_apply(n_patients):
+        cost = jax.vmap(partial(_step_cost, rhs, shared), in_axes=(0, 0, y0_axis, bio_axis))(
+            params, batch, y0, bioavailability
+        )
     ys, failed = _chunked_vmap(one, (y0_axis, bio_axis), params, batch, y0, bioavailability,
-                               n_patients, chunked=not closed_form)
+                               n_patients, chunked=not closed_form, cost=cost)
     return ODESolution(ys=ys, failed=failed)
+
+
+def _step_cost(rhs, shared, p, ev, y0, bio):
+    """A cheap proxy of how many steps an explicit solver takes for one patient: the fastest
+    rate at the start of the first segment (infinity norm of the Jacobian of ``rhs``) times
+    the span of the dosing history.
+
+    Only the order of the patients matters (chunks of similar patients wait less for their
+    slowest member); a poor proxy costs time, never accuracy. On simulated theophylline
+    patients (N = 1,000, log-normal ka with SD 0.65) it correlates with the measured number of
+    RK45 steps at 0.95.
+    """
+    p = jax.lax.stop_gradient(p if shared is None else {**p, **shared})
+    _, dtype, y0, f_bio = segment_defaults(ev, y0, bio)
+    y0, f_bio = jax.lax.stop_gradient((y0, f_bio))
+    start = jnp.asarray(ev.seg_start, dtype)
+    y = y0 + f_bio * jnp.asarray(ev.seg_bolus, dtype)[0]
+    rate = f_bio * jnp.asarray(ev.seg_rate, dtype)[0]
+    jac = jax.jacfwd(lambda yy: _with_input(rhs)(start[0], yy, (p, rate)))(y)
+    fastest = jnp.max(jnp.sum(jnp.abs(jac), axis=-1))
+    span = jnp.max(jnp.asarray(ev.seg_end, dtype)) - start[0]
+    return jnp.nan_to_num(fastest * span, nan=jnp.inf)
 
 
 #: At most this many patients are solved together in one lockstep (vmapped) loop on a CPU.
@@ -250,11 +281,32 @@ def solve_population_with_status(
 PATIENT_CHUNK = 64
 
 
-def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True):
+def _chunks_apply(n_patients: int) -> bool:
+    return n_patients > PATIENT_CHUNK and jax.default_backend() == "cpu"
+
+
+def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True, cost=None):
+    """``vmap(one)`` over the patients, on a CPU in chunks of at most :data:`PATIENT_CHUNK`.
+
+    With ``cost`` (one number per patient, e.g. :func:`_step_cost`), the patients are put in
+    order of cost before they are cut into chunks and the results are put back in the
+    original order: each lockstep loop then waits for a slowest patient much like the rest
+    of its chunk (N = 1,000 simulated theophylline patients, RK45 with sensitivities: 988
+    lockstep steps in all instead of 1,504, against 883 with no waiting at all).
+    """
     y0_axis, bio_axis = axes
     vm = jax.vmap(one, in_axes=(0, 0, y0_axis, bio_axis))
-    if not chunked or n_patients <= PATIENT_CHUNK or jax.default_backend() != "cpu":
+    if not chunked or not _chunks_apply(n_patients):
         return vm(params, batch, y0, bio)
+    if cost is not None:
+        order = jnp.argsort(jax.lax.stop_gradient(cost))
+        take = partial(jnp.take, indices=order, axis=0)
+        params, batch = jax.tree_util.tree_map(take, (params, batch))
+        y0 = take(y0) if y0_axis == 0 else y0
+        bio = take(bio) if bio_axis == 0 else bio
+        ys, failed = _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True)
+        back = jnp.argsort(order)
+        return jnp.take(ys, back, axis=0), jnp.take(failed, back, axis=0)
     n_chunks = -(-n_patients // PATIENT_CHUNK)
     chunk = -(-n_patients // n_chunks)  # equal chunks: padding stays below the number of chunks
     pad = n_chunks * chunk - n_patients
