@@ -408,7 +408,7 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         if need_y0 or wrt_p:
             # only the differentiated leaves get sensitivity columns; the others stay constants
             p_flat, unravel = ravel_pytree([v for v, m in zip(values, mask) if m])
-            p_flat = p_flat.astype(dtype)  # an empty list ravels to the default float type
+            p_flat = p_flat.astype(dtype)  # an empty list ravels to float32
             n_p = p_flat.shape[0]
 
             def f(t, y, p_flat):

@@ -259,10 +259,46 @@ def test_chunks_group_patients_by_step_cost(monkeypatch):
 
     (_, ys_one), g_one = jax.value_and_grad(loss, has_aux=True)(theta)
     monkeypatch.setattr(batched, "PATIENT_CHUNK", 3)  # 3 chunks: (0.2, 0.3, 0.5), (0.8, 1.5, 2), (3, 5, 8)
+    chunks, inner = [], batched._chunk_index
+
+    def spy(n, cost=None):
+        chunks.append(inner(n, cost))
+        return chunks[-1]
+
+    monkeypatch.setattr(batched, "_chunk_index", spy)
     (_, ys_chunk), g_chunk = jax.value_and_grad(loss, has_aux=True)(theta)
+    # the chunks the solve ran: patients in order of ka, three by three
+    assert len(chunks) == 1
+    np.testing.assert_array_equal(np.asarray(chunks[0]), [[1, 5, 3], [7, 2, 6], [0, 8, 4]])
     # same arithmetic per patient in any chunk (see the test above for the tolerances)
     np.testing.assert_allclose(np.asarray(ys_chunk), np.asarray(ys_one), rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(np.asarray(g_chunk["ka"]), np.asarray(g_one["ka"]), rtol=1e-9)
+
+
+def test_rhs_without_forward_mode_is_still_solved_in_chunks(monkeypatch):
+    """An rhs that forward-mode AD cannot trace (here through a custom VJP) gets no step-cost
+    ordering, and its value-only solve works in chunks as before."""
+    import bayesbio.population.batched as batched
+
+    @jax.custom_vjp
+    def same(x):
+        return x
+
+    same.defvjp(lambda x: (x, None), lambda _, g: (g,))
+
+    def rhs_vjp_only(t, y, p):
+        return same(one_compartment(t, y, p))
+
+    ka = np.array([3.0, 0.2, 1.5, 0.5, 8.0, 0.3, 2.0])
+    pats = [patient([bolus(0.0, 100.0, 0)], [0.5, 2.0, 8.0], obs_compartment=1) for _ in ka]
+    batch = make_batch(pats, n_states=2)
+    theta = {"ka": jnp.asarray(ka), "cl": jnp.full(7, 2.0), "v": jnp.full(7, 30.0)}
+    monkeypatch.setattr(batched, "PATIENT_CHUNK", 3)
+    with pytest.raises(TypeError):  # what the ordering would meet
+        jax.jacfwd(lambda y: rhs_vjp_only(0.0, y, {"ka": 1.0, "cl": 2.0, "v": 30.0}))(jnp.ones(2))
+    sol = solve_population_with_status(rhs_vjp_only, theta, batch, **TIGHT)
+    ref = solve_population_with_status(one_compartment, theta, batch, **TIGHT)
+    np.testing.assert_allclose(np.asarray(sol.ys), np.asarray(ref.ys), rtol=1e-12, atol=1e-10)
 
 
 def test_reset_returns_to_initial_state():

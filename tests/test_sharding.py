@@ -234,7 +234,7 @@ def test_memory_estimate_follows_the_documented_formula():
     batch = small_batch(10)
     m = population_memory(batch, n_params=3, itemsize=8)
     E, O, S, D, q = 1, 3, 2, 1, 3
-    k = 2 * S + q
+    k = q  # one segment: no start-state columns (and infusion rates are data: none either)
     solve = E * (O + 1) * S * (2 + k) + (O + 9) * S * (1 + k)  # per patient, on its device
     data = E * (3 + 2 * S) + 5 * (O + D)  # per patient, on every device (replicated)
     assert (m.n_segments, m.n_obs, m.n_states, m.n_doses) == (E, O, S, D)
@@ -265,7 +265,7 @@ def test_memory_estimate_is_of_the_order_of_xla_memory_analysis():
         pytest.skip("this backend reports no memory analysis")
     xla = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
     est = population_memory(batch, params).per_device(1)
-    # the model is calibrated to 1.0-1.5 times XLA's figure (bayesbio.population.memory); a
+    # the model is calibrated to 0.96-1.9 times XLA's figure (bayesbio.population.memory); a
     # factor 2 either way leaves room for XLA versions without letting the formula rot
     assert xla / 2 <= est <= 2 * xla, (est, xla)
 

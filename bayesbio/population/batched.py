@@ -19,8 +19,9 @@ Cost: the vmapped adaptive loops run in lockstep, one step for every patient at 
 the slowest patient of a segment is done; the per-step cost is a few dozen fused array
 operations whatever the number of patients, so the time per gradient grows much more slowly
 than ``P`` on a CPU (``benchmarks/population.py`` measures it). On a CPU large populations
-run as chunks of :data:`PATIENT_CHUNK` patients, grouped by a cheap estimate of their step
-count (:func:`_step_cost`) so that a chunk seldom waits long for its slowest patient.
+run as chunks of :data:`PATIENT_CHUNK` patients; with an explicit solver the patients are
+first grouped by a cheap estimate of their step count (:func:`_step_cost`), so that a chunk
+seldom waits long for its slowest patient.
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ def solve_population_with_status(
 
     y0_axis = axis_of(y0, "y0")
     bio_axis = axis_of(bioavailability, "bioavailability")
+    y0 = None if y0 is None else jnp.asarray(y0)
+    bioavailability = None if bioavailability is None else jnp.asarray(bioavailability)
     closed_form = isinstance(solver, str) and solver == "analytic"
     if closed_form:
         _check_analytic(rhs, params, shared, n_states)
@@ -239,12 +242,14 @@ def solve_population_with_status(
     # a closed form has no step loop (nothing waits for a slowest patient, no per-step working set
     # to keep in cache): one vmap over every patient (N = 1,000 theophylline, value + gradient:
     # 4.9 ms in chunks of 64, 1.9 ms in one vmap, solver="analytic")
-    stepping = not (isinstance(solver, str) and solver in ("analytic", "expm"))
     cost = None
-    if stepping and _chunks_apply(n_patients):
-        cost = jax.vmap(partial(_step_cost, rhs, shared), in_axes=(0, 0, y0_axis, bio_axis))(
-            params, batch, y0, bioavailability
-        )
+    if _sorted_by_cost(solver, n_states) and _chunks_apply(n_patients):
+        try:
+            cost = jax.vmap(partial(_step_cost, rhs, shared), in_axes=(0, 0, y0_axis, bio_axis))(
+                params, batch, y0, bioavailability
+            )
+        except (TypeError, ValueError, NotImplementedError):  # an rhs forward-mode AD cannot trace
+            cost = None  # (a custom VJP, a callback): no ordering; the solve reports real faults
     ys, failed = _chunked_vmap(one, (y0_axis, bio_axis), params, batch, y0, bioavailability,
                                n_patients, chunked=not closed_form, cost=cost)
     return ODESolution(ys=ys, failed=failed)
@@ -269,7 +274,19 @@ def _step_cost(rhs, shared, p, ev, y0, bio):
     jac = jax.jacfwd(lambda yy: _with_input(rhs)(start[0], yy, (p, rate)))(y)
     fastest = jnp.max(jnp.sum(jnp.abs(jac), axis=-1))
     span = jnp.max(jnp.asarray(ev.seg_end, dtype)) - start[0]
-    return jnp.nan_to_num(fastest * span, nan=jnp.inf)
+    return fastest * span  # NaN sorts last; all-infinite costs leave the input order (stable sort)
+
+
+#: Explicit solvers, whose step counts :func:`_step_cost` estimates; the patients of a stiff
+#: solver's population are not reordered (its step count follows other rules).
+_EXPLICIT = ("rk45", "tsit5", "dopri5", "dopri8")
+#: Above this many states the per-patient Jacobian of :func:`_step_cost` (P x n^2 numbers) is
+#: not worth its memory; such populations are not reordered.
+_COST_MAX_STATES = 32
+
+
+def _sorted_by_cost(solver, n_states: int) -> bool:
+    return isinstance(solver, str) and solver in _EXPLICIT and n_states <= _COST_MAX_STATES
 
 
 #: At most this many patients are solved together in one lockstep (vmapped) loop on a CPU.
@@ -285,6 +302,17 @@ def _chunks_apply(n_patients: int) -> bool:
     return n_patients > PATIENT_CHUNK and jax.default_backend() == "cpu"
 
 
+def _chunk_index(n_patients: int, cost=None) -> jax.Array:
+    """Patient indices (n_chunks, chunk) of the chunks: in input order, or in order of ``cost``
+    (stable, NaN last); equal chunks of at most :data:`PATIENT_CHUNK`, the last padded with
+    copies of the last patient (padding stays below the number of chunks)."""
+    n_chunks = -(-n_patients // PATIENT_CHUNK)
+    chunk = -(-n_patients // n_chunks)
+    pad = n_chunks * chunk - n_patients
+    order = jnp.arange(n_patients) if cost is None else jnp.argsort(jax.lax.stop_gradient(cost))
+    return jnp.concatenate([order, jnp.repeat(order[-1:], pad)]).reshape(n_chunks, chunk)
+
+
 def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True, cost=None):
     """``vmap(one)`` over the patients, on a CPU in chunks of at most :data:`PATIENT_CHUNK`.
 
@@ -298,35 +326,30 @@ def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True, c
     vm = jax.vmap(one, in_axes=(0, 0, y0_axis, bio_axis))
     if not chunked or not _chunks_apply(n_patients):
         return vm(params, batch, y0, bio)
-    if cost is not None:
-        order = jnp.argsort(jax.lax.stop_gradient(cost))
-        take = partial(jnp.take, indices=order, axis=0)
-        params, batch = jax.tree_util.tree_map(take, (params, batch))
-        y0 = take(y0) if y0_axis == 0 else y0
-        bio = take(bio) if bio_axis == 0 else bio
-        ys, failed = _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True)
-        back = jnp.argsort(order)
-        return jnp.take(ys, back, axis=0), jnp.take(failed, back, axis=0)
-    n_chunks = -(-n_patients // PATIENT_CHUNK)
-    chunk = -(-n_patients // n_chunks)  # equal chunks: padding stays below the number of chunks
-    pad = n_chunks * chunk - n_patients
+    index = _chunk_index(n_patients, cost)
+    order = index.reshape(-1)[:n_patients]
 
-    def split(x):  # (P, ...) -> (n_chunks, CHUNK, ...), padding with copies of the last patient
-        x = jnp.asarray(x)
-        if pad:
-            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
-        return x.reshape((n_chunks, chunk) + x.shape[1:])
+    def gather(x):  # (P, ...) -> (n_chunks, chunk, ...)
+        return jnp.take(jnp.asarray(x), index, axis=0, mode="clip")
 
-    per_patient = (params, batch, y0 if y0_axis == 0 else None, bio if bio_axis == 0 else None)
-    chunks = jax.tree_util.tree_map(split, per_patient)
+    # the parameters go in chunk by chunk (their gradient comes out the same way); the event
+    # arrays are gathered inside each chunk, so under an outer vmap over draws (each draw its
+    # own order) no draw holds a reordered copy of every patient's events
+    xs = (jax.tree_util.tree_map(gather, params), index,
+          gather(y0) if y0_axis == 0 else None, gather(bio) if bio_axis == 0 else None)
 
     def run(c):
-        p, ev, y0_c, bio_c = c
+        p, idx, y0_c, bio_c = c
+        ev = jax.tree_util.tree_map(lambda x: jnp.take(jnp.asarray(x), idx, axis=0, mode="clip"), batch)
         return vm(p, ev, y0 if y0_axis is None else y0_c, bio if bio_axis is None else bio_c)
 
-    ys, failed = jax.lax.map(run, chunks)
+    ys, failed = jax.lax.map(run, xs)
     ys = ys.reshape((-1,) + ys.shape[2:])[:n_patients]
-    return ys, failed.reshape(-1)[:n_patients]
+    failed = failed.reshape(-1)[:n_patients]
+    if cost is not None:  # back to the input order
+        back = jnp.zeros(n_patients, order.dtype).at[order].set(jnp.arange(n_patients, dtype=order.dtype))
+        ys, failed = jnp.take(ys, back, axis=0), jnp.take(failed, back, axis=0)
+    return ys, failed
 
 
 def solve_population(

@@ -14,11 +14,12 @@ precision, 4 with ``--float32``), the default forward-sensitivity solve needs, p
     M \\approx 1.25 \\, b \\, \\Big( P_{dev} \\big[\\underbrace{E (O+1) S (2 + k)}_{\\text{kept for
     the gradient}} + \\underbrace{(O + 9) S (1 + k)}_{\\text{solver working set}}\\big]
     + P \\, \\underbrace{\\big[E (3 + 2S) + 5 (O + D)\\big]}_{\\text{data}} \\Big),
-    \\qquad k = 2S + q
+    \\qquad k = S + q \\;(k = q \\text{ for one segment})
 
 * **kept for the gradient**: for every segment the solution and its ``S × k`` forward
   sensitivities at the ``O + 1`` output times (``k`` columns: the segment's start state
-  ``S``, the ``q`` parameters and the ``S`` infusion rates), stored between the forward pass
+  ``S``, absent when there is one segment, and the ``q`` parameters; the infusion rates are
+  data and get no columns), stored between the forward pass
   and the reverse pass, plus the solution and its cotangent;
 * **solver working set**: the coupled state-and-sensitivity system of one segment (output
   buffer and Runge–Kutta stages), live one segment at a time;
@@ -27,14 +28,15 @@ precision, 4 with ``--float32``), the default forward-sensitivity solve needs, p
 * **1.25**: XLA's temporaries beyond these arrays. Calibrated against XLA's own accounting
   (``compiled.memory_analysis()``, temporaries + arguments + outputs of the compiled
   value-and-gradient program, CPU, x64, one device): without the factor the formula came
-  to 0.79-1.22 times XLA's figure for 1-3 states, 1-5 segments and 3-40 records per patient.
+  to 0.77-1.52 times XLA's figure for 1-3 states, 1-5 segments and 3-40 records per patient
+  (a chain of first-order compartments, 64 patients; re-measured 2026-12-06).
 
 So the memory is **linear in the patients per device** and in ``E·O``, and quadratic in
 the number of states (``S·k``); it does not depend on the number of solver steps (the
 forward-sensitivity method keeps no step history; only ``sensitivity="adjoint"`` does,
 ``~ max_steps`` per patient and segment, which this estimate does not cover). The data term
 does not shrink with more devices; with ``E = 2, O = 6, S = 2, D = 2, q = 3`` it is about
-1/10 of the rest at one device, so it dominates beyond ~10 devices.
+1/7 of the rest at one device, so it dominates beyond ~7 devices.
 ``tests/test_sharding.py`` checks the estimate against ``compiled.memory_analysis()``.
 
 Not covered: vectorised chains (``chain_method="vectorized"``) evaluate every chain at once
@@ -108,7 +110,7 @@ class PopulationMemory:
 
     def _numbers(self) -> tuple[int, int]:
         E, O, S, D, q = self.n_segments, self.n_obs, self.n_states, self.n_doses, self.n_params
-        k = 2 * S + q
+        k = q if E == 1 else S + q  # one segment: its start state is a constant (no columns)
         solve = E * (O + 1) * S * (2 + k) + (O + 9) * S * (1 + k)
         data = E * (3 + 2 * S) + 5 * (O + D)
         return solve, data
@@ -172,7 +174,7 @@ def population_memory(events, params: Any = None, *, shared: Any = None, n_param
     >>> batch = make_batch([patient([bolus(0, 100, 0)], [1.0, 2.0, 4.0])] * 1000, n_states=2)
     >>> m = population_memory(batch, n_params=3, itemsize=8)
     >>> m.bytes_per_patient, m.per_device(4) < m.per_device(1)
-    (2910, True)
+    (1630, True)
     """
     batch: PopulationBatch = as_batch(events)
     if n_params is None:
