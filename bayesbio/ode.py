@@ -339,7 +339,7 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         if solver in _FUSED:
             ys, failed, _ = _FUSED[solver](g, t0, y0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
             return ys, failed
-        term = diffrax.ODETerm(lambda t, y, args: rhs(t, y, jax.tree_util.tree_unflatten(treedef, args)))
+        term = diffrax.ODETerm(lambda t, y, args: full_rhs(args)(t, y))
         sol = _diffeqsolve(
             term, _make_solver(solver), t0, ts[-1], y0, values, ts, rtol, atol, max_steps,
             diffrax.ForwardMode(),

@@ -329,8 +329,11 @@ def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True, c
     index = _chunk_index(n_patients, cost)
     order = index.reshape(-1)[:n_patients]
 
+    def rows(x, idx):  # x[idx] along the patient axis: (P, ...) -> idx.shape + (...)
+        return jnp.take(jnp.asarray(x), idx, axis=0, mode="clip")
+
     def gather(x):  # (P, ...) -> (n_chunks, chunk, ...)
-        return jnp.take(jnp.asarray(x), index, axis=0, mode="clip")
+        return rows(x, index)
 
     # the parameters go in chunk by chunk (their gradient comes out the same way); the event
     # arrays are gathered inside each chunk, so under an outer vmap over draws (each draw its
@@ -340,7 +343,7 @@ def _chunked_vmap(one, axes, params, batch, y0, bio, n_patients, chunked=True, c
 
     def run(c):
         p, idx, y0_c, bio_c = c
-        ev = jax.tree_util.tree_map(lambda x: jnp.take(jnp.asarray(x), idx, axis=0, mode="clip"), batch)
+        ev = jax.tree_util.tree_map(partial(rows, idx=idx), batch)
         return vm(p, ev, y0 if y0_axis is None else y0_c, bio if bio_axis is None else bio_c)
 
     ys, failed = jax.lax.map(run, xs)
