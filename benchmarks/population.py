@@ -55,6 +55,7 @@ DATA_SEED = 20240611
 COLUMNS = [
     ("N patients", "n_patients", "d"),
     ("side", "side", ""),
+    ("chains × warm-up × draws", "run_length", ""),
     ("pre-fit s", "prefit_seconds", ".1f"),
     ("warm-up s", "warmup_seconds", ".1f"),
     ("sampling s", "sampling_seconds", ".1f"),
@@ -171,10 +172,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_length(settings) -> str:
+    return f"{settings.get('chains')} × {settings.get('warmup')} × {settings.get('samples')}"
+
+
 def _run_on(result) -> dict:
-    """CPU model and date of one per-N result (the summary merges runs from different sessions)."""
+    """CPU model, date and run length of one per-N result (the summary merges runs from different
+    sessions, and of different lengths)."""
     return {"machine": (result.get("machine") or {}).get("cpu_model") or "unknown CPU",
-            "run_date": str(result.get("created_at", ""))[:10] or "undated"}
+            "run_date": str(result.get("created_at", ""))[:10] or "undated",
+            "run_length": _run_length(result.get("settings") or {})}
 
 
 def _side_row(n, side, res, params, run_on=None, warmup=None):
@@ -211,11 +218,16 @@ def _side_row(n, side, res, params, run_on=None, warmup=None):
 def render(result) -> str:
     s = result["settings"]
     lines = [f"# {result['title']}", ""]
+    lengths = {row["run_length"] for row in result["table"] if row.get("run_length")}
     if result.get("quick"):
         lines += ["> **Quick run** (short chains, possibly on a busy machine): the numbers show that the "
                   "harness works and the trend; they are not the final figures.", ""]
     lines += [
-        f"{s['chains']} chains × {s['warmup']} warm-up × {s['samples']} draws per run, seed {s['seed']}; "
+        ("{} chains × {} warm-up × {} draws per run".format(
+            *(next(iter(lengths)).split(" × ") if lengths else (s["chains"], s["warmup"], s["samples"])))
+         if len(lengths) <= 1 else
+         "Run lengths differ between sizes (column \"chains × warm-up × draws\"; the bayesbio/Stan ratios are "
+         "always taken within one run)") + f", seed {s['seed']}; "
         f"bayesbio chain method `{s['chain_method']}`; Stan chains concurrent. ESS: minimum bulk ESS over the "
         f"population parameters {', '.join(PARAMS)}. Machine of the latest run in this summary: "
         f"{result['machine'].get('cpu_model')}, {result['machine'].get('cpu_count')} logical CPUs, load average "
@@ -279,7 +291,7 @@ def main(argv=None) -> dict:
             "metric; each per-N file says which applies."
         )
     def summarise():
-        # this run's sizes, plus per-N results of earlier runs with the same size, seed and start
+        # this run's sizes, plus per-N results of earlier runs with the same seed and start (any run length)
         # (e.g. Stan's side of small N and bayesbio's of large N run separately); the others are left out
         merged = dict(runs)
         for n in FULL_SIZES:
@@ -287,8 +299,8 @@ def main(argv=None) -> dict:
             if n in merged or not path.exists():
                 continue
             old = json.loads(path.read_text())
-            same = all(old["settings"].get(k) == v for k, v in size.items())
-            same = same and old["settings"].get("seed") == args.seed
+            # run lengths may differ between sizes (each row names its own); seed and start may not
+            same = old["settings"].get("seed") == args.seed
             same = same and old["settings"].get("stan_start", "stan") == args.stan_start
             if same:
                 merged[n] = old
