@@ -172,8 +172,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_length(settings) -> str:
-    return f"{settings.get('chains')} × {settings.get('warmup')} × {settings.get('samples')}"
+def _run_length(settings) -> str | None:
+    keys = ("chains", "warmup", "samples")
+    if any(settings.get(k) is None for k in keys):
+        return None  # an old result without its run length: the row's column stays empty
+    return " × ".join(str(settings[k]) for k in keys)
 
 
 def _run_on(result) -> dict:
@@ -283,13 +286,14 @@ def main(argv=None) -> dict:
     else:
         notes.append("Start: each side's own (Stan: uniform(-2, 2) on the unconstrained scale; bayesbio: the model's "
                      "pre-fit draws).")
+    short_warmup_note = (
+        "Warm-up under 150 iterations: Stan gets its adaptation windows explicitly (15%/75%/10% of the warm-up, "
+        "as NumPyro's schedule for bayesbio), since with its default buffers Stan 2.35 adapts no metric at all "
+        "(`stan_side.adaptation_windows`). Results created before 2026-12-06 lack this and ran Stan on the unit "
+        "metric; each per-N file says which applies."
+    )
     if common.adaptation_windows(size["warmup"]):
-        notes.append(
-            "Warm-up under 150 iterations: Stan gets its adaptation windows explicitly (15%/75%/10% of the warm-up, "
-            "as NumPyro's schedule for bayesbio), since with its default buffers Stan 2.35 adapts no metric at all "
-            "(`stan_side.adaptation_windows`). Results created before 2026-12-06 lack this and ran Stan on the unit "
-            "metric; each per-N file says which applies."
-        )
+        notes.append(short_warmup_note)
     def summarise():
         # this run's sizes, plus per-N results of earlier runs with the same seed and start (any run length)
         # (e.g. Stan's side of small N and bayesbio's of large N run separately); the others are left out
@@ -322,14 +326,18 @@ def main(argv=None) -> dict:
             "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan"
             + (", both in closed form" if args.solver == "analytic" else ""),
             "quick": bool(args.quick),
-            "settings": {**size, "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
+            "settings": {**size, "run_lengths": {str(n): _run_length(r["settings"]) for n, r in sorted(merged.items())},
+                         "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
                          "stan_max_n": args.stan_max_n, "stan_start": args.stan_start},
             # the machine of the latest merged run (each row names its own: columns "machine", "run date")
             "machine": max(merged.values(), key=lambda r: str(r.get("created_at", "")))["machine"]
             if merged else common.machine_info(),
             "table": table,
             "rows": rows,
-            "notes": notes,
+            # the note on short warm-ups follows the merged rows, not this command's warm-up
+            "notes": [x for x in notes if x != short_warmup_note] + (
+                [short_warmup_note] if any(common.adaptation_windows(r["settings"].get("warmup") or 0)
+                                           for r in merged.values()) else []),
         }
         common.write_json_atomic(Path(args.out_dir) / f"{stem}.json", result)
         md = common.write_text_atomic(Path(args.out_dir) / f"{stem}.md", render(result))
