@@ -226,8 +226,7 @@ def render(result) -> str:
         lines += ["> **Quick run** (short chains, possibly on a busy machine): the numbers show that the "
                   "harness works and the trend; they are not the final figures.", ""]
     lines += [
-        ("{} chains × {} warm-up × {} draws per run".format(
-            *(next(iter(lengths)).split(" × ") if lengths else (s["chains"], s["warmup"], s["samples"])))
+        (f"{next(iter(lengths)) if lengths else _run_length(s)} (chains × warm-up × draws) per run"
          if len(lengths) <= 1 else
          "Run lengths differ between sizes (column \"chains × warm-up × draws\"; the bayesbio/Stan ratios are "
          "always taken within one run)") + f", seed {s['seed']}; "
