@@ -92,10 +92,15 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 # bayesbio's own fused loops, used with forward sensitivities (with the adjoint method a
 # fused name maps to the diffrax solver of the same kind in SOLVERS)
 _ROSENBROCK = {"rodas3": RODAS3, "rodas4": RODAS4}
-#: Up to this many sensitivity columns the fused RK45 forms each column by its own JVP
-#: (unrolled: no products with zero tangents; N = 64 theophylline patients, 8 coupled states,
-#: value + gradient 0.59 -> 0.45 ms); beyond it, one vmapped JVP keeps the traced program small.
-_UNROLLED_COLUMNS = 16
+#: With 2 to this many differentiated parameter leaves, the fused RK45 forms the sensitivity
+#: columns leaf by leaf: one JVP per leaf whose tangent enters through y and that leaf only. One
+#: vmapped JVP over one-hot tangents of all parameters carries every other leaf's zero tangent
+#: through the right-hand side (XLA does not fold x * 0.0 for floats); N = 64 theophylline
+#: patients (scalar leaves ka, cl, v; 8 coupled states): value + gradient 0.59 -> 0.42-0.45 ms.
+#: With one leaf (e.g. a parameter vector) there is nothing to split off but the y0 columns, which
+#: costs a single solve more operations than it saves (Lotka-Volterra value + gradient 0.41-0.44
+#: -> 0.45-0.50 ms); beyond this many leaves the single JVP keeps the traced program small.
+_MAX_COLUMN_GROUPS = 16
 _FUSED = {
     "rk45": dopri5,
     **{name: partial(rosenbrock, tableau=tab) for name, tab in _ROSENBROCK.items()},
@@ -350,7 +355,7 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
         )
         return sol.ys, _failed(sol, sol.ys)
 
-    def with_sensitivities(f, n_p, ts, t0, y0, p_flat, wrt_y0, wrt_p, param_column=None):
+    def with_sensitivities(f, n_p, ts, t0, y0, p_flat, wrt_y0, wrt_p, leaf_columns=None, param_groups=()):
         """States and sensitivities in the columns [y0 (if wrt_y0) | p (if wrt_p)] of
         ``dy/dt = f(t, y, p_flat)``, ``p_flat`` holding the ``n_p`` differentiated parameters."""
         # NumPy constants: jnp arrays here would be tracers of an enclosing jit captured by
@@ -381,32 +386,36 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
             return dy, ds
 
         if solver == "rk45":
-            # flat state [y | S[:, 0] | S[:, 1] | ...] (column-major: each sensitivity column is
-            # one contiguous slice). Up to _UNROLLED_COLUMNS columns, each column is its own JVP
-            # whose tangent enters only through y and the one parameter leaf it belongs to, so
-            # XLA sees no products with zero tangents (vmap over one-hot tangents computes them).
             n_y0 = n if wrt_y0 else 0
+            if not 2 <= len(param_groups) <= _MAX_COLUMN_GROUPS:
+                # one vmapped JVP over all columns, flat state [y | S row by row]
+                def flat_coupled(t, x):
+                    dy, ds = coupled(t, (x[:n], x[n:].reshape(n, k)), p_flat)
+                    return jnp.concatenate([dy, ds.reshape(-1)])
 
-            def flat_coupled(t, x):
+                x0 = jnp.concatenate([y0, s0.reshape(-1)])
+                xs, failed, _ = dopri5(flat_coupled, t0, x0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+                return xs[:, :n], xs[:, n:].reshape(-1, n, k), failed
+
+            # by leaf: flat state [y | S[:, 0] | S[:, 1] | ...] (column-major: each sensitivity
+            # column is one contiguous slice), one JVP (vmapped over the group's columns) per
+            # group: the y0 columns with a tangent through y only, then each differentiated
+            # parameter leaf's columns with a tangent through y and that leaf only
+            def flat_by_leaf(t, x):
                 y = x[:n]
                 cols = x[n:].reshape(k, n)
-                if k > _UNROLLED_COLUMNS:
-                    dy, ds = jax.vmap(
-                        lambda s_c, e_c: jax.jvp(lambda yy, pp: f(t, yy, pp), (y, p_flat), (s_c, e_c)),
-                        out_axes=(None, 0),
-                    )(cols, e_p.T)
-                    return jnp.concatenate([dy, ds.reshape(-1)])
                 parts = []
-                for c in range(k):
-                    if c < n_y0:
-                        dy, ds_c = jax.jvp(lambda yy: f(t, yy, p_flat), (y,), (cols[c],))
-                    else:
-                        dy, ds_c = param_column(t, y, p_flat, cols[c], c - n_y0)
-                    parts.append(ds_c)
+                if n_y0:
+                    dy, ds = jax.vmap(lambda s_c: jax.jvp(lambda yy: f(t, yy, p_flat), (y,), (s_c,)),
+                                      out_axes=(None, 0))(cols[:n_y0])
+                    parts.append(ds.reshape(-1))
+                for leaf_index, (start, size) in enumerate(param_groups):
+                    dy, ds = leaf_columns(t, y, p_flat, cols[n_y0 + start:n_y0 + start + size], leaf_index)
+                    parts.append(ds.reshape(-1))
                 return jnp.concatenate([dy] + parts)
 
             x0 = jnp.concatenate([y0, s0.T.reshape(-1)])
-            xs, failed, _ = dopri5(flat_coupled, t0, x0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+            xs, failed, _ = dopri5(flat_by_leaf, t0, x0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
             return xs[:, :n], jnp.swapaxes(xs[:, n:].reshape(-1, k, n), 1, 2), failed
         term = diffrax.ODETerm(coupled)
         sol = _diffeqsolve(
@@ -440,11 +449,11 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
                 merged = [next(varied) if m else v for v, m in zip(values, mask)]
                 return full_rhs(merged)(t, y)
 
-            def param_column(t, y, p_flat, s_c, j):
-                """(dy/dt, J s_c + df/dp_j): a JVP whose parameter tangent enters through the
-                leaf that holds flat parameter j only (its other leaves stay constants)."""
+            def leaf_columns(t, y, p_flat, cols, leaf_index):
+                """(dy/dt, rows J s_c + df/dp_c) for the sensitivity columns ``cols`` (size, n)
+                of one differentiated parameter leaf: the parameter tangent enters through that
+                leaf only (the other leaves stay constants)."""
                 leaves = unravel(p_flat)
-                leaf_index, offset = locate[j]
                 leaf = leaves[leaf_index]
 
                 def g(yy, lv):
@@ -452,15 +461,21 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
                     merged = [next(varied) if m else v for v, m in zip(values, mask)]
                     return full_rhs(merged)(t, yy)
 
-                tangent = np.zeros(np.size(leaf), dtype)
-                tangent[offset] = 1.0
-                return jax.jvp(g, (y, leaf), (s_c, jnp.asarray(tangent.reshape(np.shape(leaf)))))
+                size = int(np.size(leaf))
+                if size == 1:
+                    dy, ds = jax.jvp(g, (y, leaf), (cols[0], np.ones(np.shape(leaf), dtype)))
+                    return dy, ds[None]
+                tangents = np.eye(size, dtype=dtype).reshape((size,) + np.shape(leaf))
+                return jax.vmap(lambda s_c, e_c: jax.jvp(g, (y, leaf), (s_c, e_c)), out_axes=(None, 0))(
+                    cols, tangents
+                )
 
-            # flat parameter j -> (index of its differentiated leaf, position inside the leaf)
-            locate = [(i, o) for i, v in enumerate(v for v, m in zip(values, mask) if m)
-                      for o in range(int(np.size(v)))]
+            # (first flat parameter, size) of each differentiated leaf, in the order of p_flat
+            sizes = [int(np.size(v)) for v, m in zip(values, mask) if m]
+            param_groups = [(int(sum(sizes[:i])), size) for i, size in enumerate(sizes)]
 
-            ys, ss, failed = with_sensitivities(f, n_p, ts, t0, y0, p_flat, need_y0, wrt_p, param_column)
+            ys, ss, failed = with_sensitivities(f, n_p, ts, t0, y0, p_flat, need_y0, wrt_p, leaf_columns,
+                                                param_groups)
         else:
             ys, failed = plain(ts, t0, y0, values)
             ss = None

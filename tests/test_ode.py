@@ -185,15 +185,15 @@ def test_forward_sensitivities_only_for_differentiated_parameter_leaves(solver, 
         assert widths == [3 + 3 * 9], widths
 
 
-@pytest.mark.parametrize("unrolled_columns", [16, 0])
-def test_rk45_sensitivity_columns_unrolled_and_vmapped_agree_with_exact(unrolled_columns, monkeypatch):
-    """The fused RK45 forms its sensitivity columns one JVP each (up to
-    ``_UNROLLED_COLUMNS``) or as one vmapped JVP; both give the exact gradient with respect to
-    y0, an array leaf, a vector leaf and a scalar leaf of a dict (3 + 9 + 3 + 1 = 16 columns):
+@pytest.mark.parametrize("max_groups", [16, 0])
+def test_rk45_sensitivity_columns_by_leaf_and_all_at_once_agree_with_exact(max_groups, monkeypatch):
+    """The fused RK45 forms its sensitivity columns leaf by leaf (up to ``_MAX_COLUMN_GROUPS``
+    leaves) or as one vmapped JVP; both give the exact gradient with respect to y0, a matrix
+    leaf, a vector leaf and a scalar leaf of a dict (3 + 9 + 3 + 1 = 16 columns):
     y' = (A + c I) y + b is exact as expm on the augmented system [y; 1]."""
     import bayesbio.ode as ode
 
-    monkeypatch.setattr(ode, "_UNROLLED_COLUMNS", unrolled_columns)
+    monkeypatch.setattr(ode, "_MAX_COLUMN_GROUPS", max_groups)
     b0, c0 = jnp.array([0.3, -0.2, 0.5]), jnp.asarray(-0.4)
 
     def rhs(t, y, p):
