@@ -410,6 +410,8 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
                                       out_axes=(None, 0))(cols[:n_y0])
                     parts.append(ds.reshape(-1))
                 for leaf_index, (start, size) in enumerate(param_groups):
+                    if size == 0:  # an empty leaf has no columns
+                        continue
                     dy, ds = leaf_columns(t, y, p_flat, cols[n_y0 + start:n_y0 + start + size], leaf_index)
                     parts.append(ds.reshape(-1))
                 return jnp.concatenate([dy] + parts)
@@ -473,6 +475,8 @@ def _solve_forward(rhs, y0, ts, params, t0, solver, rtol, atol, max_steps):
             # (first flat parameter, size) of each differentiated leaf, in the order of p_flat
             sizes = [int(np.size(v)) for v, m in zip(values, mask) if m]
             param_groups = [(int(sum(sizes[:i])), size) for i, size in enumerate(sizes)]
+            if sum(size > 0 for size in sizes) < 2:
+                param_groups = []  # nothing to split: the single vmapped JVP
 
             ys, ss, failed = with_sensitivities(f, n_p, ts, t0, y0, p_flat, need_y0, wrt_p, leaf_columns,
                                                 param_groups)
