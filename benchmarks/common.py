@@ -311,7 +311,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"Machine: {result['machine'].get('cpu_model', result['machine'].get('processor'))}, "
         f"{result['machine'].get('cpu_count')} logical CPUs; load average at start "
         f"{', '.join(f'{x:.2f}' for x in result['machine'].get('loadavg_at_start', []))}. "
-        f"Created {result['created_at']}.",
+        f"Created {result['created_at']}"
+        + (f" at commit {result['machine']['git_commit']}." if result["machine"].get("git_commit") else "."),
         "",
         markdown_table([r for r in result["rows"] if r], MAIN_COLUMNS),
         "",

@@ -73,6 +73,7 @@ COLUMNS = [
     ("divergences", "divergences", "d"),
     ("machine", "machine", ""),
     ("run date", "run_date", ""),
+    ("commit", "git_commit", ""),
 ]
 
 
@@ -184,7 +185,9 @@ def _run_on(result) -> dict:
     sessions, and of different lengths)."""
     return {"machine": (result.get("machine") or {}).get("cpu_model") or "unknown CPU",
             "run_date": str(result.get("created_at", ""))[:10] or "undated",
-            "run_length": _run_length(result.get("settings") or {})}
+            "run_length": _run_length(result.get("settings") or {}),
+            # runs before 2026-12-07 did not record it
+            "git_commit": (result.get("machine") or {}).get("git_commit") or "not recorded"}
 
 
 def _side_row(n, side, res, params, run_on=None, warmup=None):

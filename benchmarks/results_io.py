@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -92,6 +93,9 @@ def machine_info() -> dict:
         info["loadavg_at_start"] = list(os.getloadavg())
     except OSError:
         pass
+    commit = git_commit()
+    if commit:
+        info["git_commit"] = commit
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -100,3 +104,20 @@ def machine_info() -> dict:
     except OSError:
         pass
     return info
+
+
+def git_commit() -> str | None:
+    """The repository's commit (12 hex digits), with ``+changes`` when files that git tracks under
+    ``bayesbio/``, ``models/`` or ``benchmarks/`` differ from it (untracked files and result
+    folders do not count); None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        diff = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "bayesbio", "models",
+                               "benchmarks", ":(exclude)benchmarks/results"], cwd=root, capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if diff else "") if head else None
+
