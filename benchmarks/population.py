@@ -186,7 +186,7 @@ def _run_on(result) -> dict:
     return {"machine": (result.get("machine") or {}).get("cpu_model") or "unknown CPU",
             "run_date": str(result.get("created_at", ""))[:10] or "undated",
             "run_length": _run_length(result.get("settings") or {}),
-            # runs before 2026-12-07 did not record it
+            # runs before commit 6ae2c54 did not record it
             "git_commit": (result.get("machine") or {}).get("git_commit") or "not recorded"}
 
 

@@ -107,9 +107,10 @@ def machine_info() -> dict:
 
 
 def git_commit() -> str | None:
-    """The repository's commit (12 hex digits), with ``+changes`` when files that git tracks under
+    """The repository's commit (at least 12 hex digits), with ``+changes`` when files that git tracks under
     ``bayesbio/``, ``models/`` or ``benchmarks/`` differ from it (untracked files and result
-    folders do not count); None outside a git checkout."""
+    folders do not count; nor do top-level files such as ``pyproject.toml``); None outside a git
+    checkout or where git refuses (e.g. a repository owned by another user)."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,

@@ -187,32 +187,48 @@ def test_forward_sensitivities_only_for_differentiated_parameter_leaves(solver, 
 
 @pytest.mark.parametrize("max_groups", [16, 0])
 def test_rk45_sensitivity_columns_by_leaf_and_all_at_once_agree_with_exact(max_groups, monkeypatch):
-    """The fused RK45 forms its sensitivity columns leaf by leaf (up to ``_MAX_COLUMN_GROUPS``
+    """The fused RK45 forms its sensitivity columns leaf by leaf (2 to ``_MAX_COLUMN_GROUPS``
     leaves) or as one vmapped JVP; both give the exact gradient with respect to y0, a matrix
-    leaf, a vector leaf and a scalar leaf of a dict (3 + 9 + 3 + 1 = 16 columns):
-    y' = (A + c I) y + b is exact as expm on the augmented system [y; 1]."""
+    leaf, a vector leaf, a scalar leaf and an empty leaf of a dict whose constant leaf "ab" sits
+    between differentiated ones (3 + 9 + 3 + 1 + 0 = 16 columns): y' = (A + c I) y + b + ab is
+    exact as expm on the augmented system [y; 1]. The solver's initial state tells which path
+    ran: the leaf-by-leaf path stores S = [I | 0] column by column, the other row by row."""
     import bayesbio.ode as ode
 
     monkeypatch.setattr(ode, "_MAX_COLUMN_GROUPS", max_groups)
-    b0, c0 = jnp.array([0.3, -0.2, 0.5]), jnp.asarray(-0.4)
+    b0, c0, ab = jnp.array([0.3, -0.2, 0.5]), jnp.asarray(-0.4), jnp.array([0.1, 0.0, -0.3])
+    initial_states = []
+    inner = ode.dopri5
+
+    def spy(f, t0, x0, ts, **kw):
+        initial_states.append(np.asarray(x0))
+        return inner(f, t0, x0, ts, **kw)
+
+    monkeypatch.setattr(ode, "dopri5", spy)
+    monkeypatch.setitem(ode._FUSED, "rk45", spy)
 
     def rhs(t, y, p):
-        return (p["a"] + p["c"] * jnp.eye(3)) @ y + p["b"]
+        return (p["a"] + p["c"] * jnp.eye(3)) @ y + p["b"] + p["ab"] + jnp.sum(p["d"])
 
-    def loss(y0, a, b, c):
-        sol = solve_with_status(rhs, y0, TS, {"a": a, "b": b, "c": c}, solver="rk45", rtol=RTOL,
-                                atol=ATOL, sensitivity="forward")
+    def loss(y0, a, b, c, d):
+        sol = solve_with_status(rhs, y0, TS, {"a": a, "ab": ab, "b": b, "c": c, "d": d}, solver="rk45",
+                                rtol=RTOL, atol=ATOL, sensitivity="forward")
         return jnp.sum(W * sol.ys)
 
     def loss_exact_input(y0, a, b, c):
-        big = jnp.zeros((4, 4)).at[:3, :3].set(a + c * jnp.eye(3)).at[:3, 3].set(b)
+        big = jnp.zeros((4, 4)).at[:3, :3].set(a + c * jnp.eye(3)).at[:3, 3].set(b + ab)
         z = jax.vmap(lambda t: jax.scipy.linalg.expm(big * t) @ jnp.append(y0, 1.0))(TS)
         return jnp.sum(W * z[:, :3])
 
-    got = jax.grad(loss, argnums=(0, 1, 2, 3))(Y0, A, b0, c0)
+    got = jax.grad(loss, argnums=(0, 1, 2, 3, 4))(Y0, A, b0, c0, jnp.zeros(0))
     want = jax.grad(loss_exact_input, argnums=(0, 1, 2, 3))(Y0, A, b0, c0)
     for name, g, e in zip(("y0", "a", "b", "c"), got, want):
         assert np.max(np.abs(g - e)) <= GRAD_TOL * np.max(np.abs(e)), (name, g, e)
+    assert got[4].shape == (0,)
+    s0 = np.eye(3, 16)  # d y / d [y0 | a | b | c] at t0
+    layout = s0.T.reshape(-1) if max_groups else s0.reshape(-1)
+    assert len(initial_states) == 1
+    np.testing.assert_array_equal(initial_states[0], np.concatenate([np.asarray(Y0), layout]))
 
 
 def test_grad_of_jitted_function_with_adjoint():
