@@ -86,16 +86,27 @@ def load_data(path=None):
     subject labels and weights. ``path``: a CSV with the columns of the bundled file."""
     table = bb.datasets.load("theophylline") if path is None else pd.read_csv(path)
     bb.require_columns(table, COLUMNS, source=path or "theophylline")
+    # subjects in order of first appearance (rows without a subject are left out), each one's
+    # rows in stable order of time: one sort of the whole table, then NumPy slices per subject
+    # (per-subject pandas grouping and sorting took ~20 s for 10,000 simulated patients)
+    codes, uniques = pd.factorize(table["subject"], sort=False)
+    time_h = table["time_h"].to_numpy(float)
+    conc = table["conc_mg_per_L"].to_numpy(float)
+    dose_per_kg = table["dose_mg_per_kg"].to_numpy(float)
+    weight = table["weight_kg"].to_numpy(float)
+    order = np.lexsort((time_h, codes))  # stable: equal times keep the file's order
+    order = order[codes[order] >= 0]
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if order.size else []
     patients, subjects, weights = [], [], []
-    for subject, rows in table.groupby("subject", sort=False):
-        rows = rows.sort_values("time_h", kind="stable")
-        dose_mg = float(rows["dose_mg_per_kg"].iloc[0] * rows["weight_kg"].iloc[0])
+    for rows in groups:
+        first = rows[0]
+        subject = uniques[codes[first]]
         patients.append(
-            patient([bolus(0.0, dose_mg, 0)], rows["time_h"].to_numpy(float),
-                    rows["conc_mg_per_L"].to_numpy(float), obs_compartment=1, id=subject)
+            patient([bolus(0.0, float(dose_per_kg[first] * weight[first]), 0)], time_h[rows], conc[rows],
+                    obs_compartment=1, id=subject)
         )
         subjects.append(subject)
-        weights.append(float(rows["weight_kg"].iloc[0]))
+        weights.append(float(weight[first]))
     batch = make_batch(patients, n_states=2)
     return {"events": batch.to_dict(), "subject": np.asarray(subjects), "weight": np.asarray(weights)}
 
