@@ -41,6 +41,27 @@ def test_data_and_model_trace():
     assert tr["conc"]["value"].shape == (12, 11)
 
 
+def test_load_data_orders_rows_by_subject_then_time(tmp_path):
+    """The reader sorts each subject's records by time itself: the bundled table with every
+    subject's rows in reverse time order and the subjects interleaved (subject order of first
+    appearance kept) reads back as the same events, subjects and weights."""
+    th = theophylline_module()
+    table = bb.datasets.load("theophylline")
+    first_seen = {s: i for i, s in enumerate(dict.fromkeys(table["subject"]))}
+    rank = table.groupby("subject", sort=False).cumcount()
+    # row k of every subject before row k + 1 of any (interleaved), within a subject latest first
+    shuffled = table.assign(_rank=-rank, _first=table["subject"].map(first_seen))
+    shuffled = shuffled.sort_values(["_rank", "_first"]).drop(columns=["_rank", "_first"])
+    assert not shuffled["time_h"].equals(table["time_h"])  # the file really is reordered
+    path = tmp_path / "reordered.csv"
+    shuffled.to_csv(path, index=False)
+    want, got = th.load_data(), th.load_data(str(path))
+    np.testing.assert_array_equal(got["subject"], want["subject"])
+    np.testing.assert_array_equal(got["weight"], want["weight"])
+    for key, value in want["events"].items():
+        np.testing.assert_array_equal(np.asarray(got["events"][key]), np.asarray(value), err_msg=key)
+
+
 @pytest.mark.slow  # four compilations of the model (sampler, constrain, log-likelihood, predictive): minutes
 def test_short_nuts_run_has_the_named_variables():
     idata = bb.sample_nuts("theophylline", chains=1, warmup=30, samples=20, seed=3, progress=False)
