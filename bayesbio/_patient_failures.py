@@ -2,7 +2,7 @@
 a model).
 
 :func:`bayesbio.population.solve_population` reports its per-patient failure flags here. Each
-call is counted once per chain, as every other solve (:func:`bayesbio.ode._report_failure`:
+call is counted once per chain, as every other solve (:func:`bayesbio._failure_report._report_failure`:
 the call failed when any patient's solve failed), and once for every patient whose solve
 failed in it. So for one evaluation of the model with a single population solve, a patient
 whose solve failed counts 1, the others 0, and the chain count 1. Over a run, for a model with
@@ -39,7 +39,7 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
-from bayesbio.ode import _count, _failure_context, _report_failure
+from bayesbio._failure_report import _count, _failure_context, _report_failure
 
 __all__ = ["recording_population_sizes", "report_patient_failures"]
 

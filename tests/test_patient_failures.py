@@ -186,7 +186,7 @@ def test_several_population_solves_add_up_per_patient():
     """Two solves over the same patients add per patient; one over other patients adds only per
     chain (the host tally, driven directly with a failure context as the NUTS runner sets it)."""
     from bayesbio.infer._common import FailureLog
-    from bayesbio.ode import _failure_context, _FailureContext
+    from bayesbio._failure_report import _failure_context, _FailureContext
 
     data = blowup_data()
     other = make_batch([patient([bolus(0.0, 1.0, 0)], TS)] * 2, n_states=1).to_dict()

@@ -21,7 +21,8 @@ from bayesbio._patient_failures import recording_population_sizes
 from bayesbio.errors import BayesbioError, DataError, ModelError, OptionError, describe
 from bayesbio.model import ModelSpec, data_fingerprint, load_model, validate_data
 from bayesbio.observe import _OBS_KEY
-from bayesbio.ode import FAILURE_SITE_SUFFIX, _failure_context, _FailureContext
+from bayesbio._failure_report import _failure_context, _FailureContext
+from bayesbio.ode import FAILURE_SITE_SUFFIX
 
 
 @dataclass

@@ -60,7 +60,7 @@ from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint
 from bayesbio.infer.prefit import PREFITS, map_prefit, prefit_points, svi_prefit
-from bayesbio.ode import _failure_context, _FailureContext
+from bayesbio._failure_report import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "DENSE_MASS_MAX_DIM", "sample_nuts"]
 
@@ -93,7 +93,7 @@ def _counting_model(model, log, n_patients=None):
     program has no host callback and JAX's persistent compilation cache can store it. Without a
     counter (vectorised chains, whose ``vmap`` of NumPyro's tree building cannot carry state
     effects) and for solves inside the model's own ``jax.vmap``, failures go to ``log`` through a
-    host callback instead (:func:`bayesbio.ode._report_failure`). Called without ``_bb_chain``
+    host callback instead (:func:`bayesbio._failure_report._report_failure`). Called without ``_bb_chain``
     (initialisation, post-processing) or with ``log=None``, nothing is counted.
 
     With ``n_patients`` (population models), population solves over that many patients also

@@ -55,7 +55,8 @@ from jax.custom_derivatives import SymbolicZero
 from jax.flatten_util import ravel_pytree
 
 from bayesbio.errors import OptionError, SolverError, describe
-from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution, _report_failure
+from bayesbio._failure_report import _report_failure
+from bayesbio.ode import FAILURE_SITE_SUFFIX, ODESolution
 from bayesbio.pde.diffusion import _classify_D, all_axis_terms, apply_axis, tridiagonal
 from bayesbio.pde.implicit import FastDiagonalisation, cg_solve, tridiagonal_solve, tridiagonal_solve_parts
 from bayesbio.pde.problem import ReactionDiffusion
