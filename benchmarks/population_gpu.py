@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from results_io import machine_info, markdown_table, write_json_atomic, write_text_atomic  # noqa: E402
+from timing import median_seconds_per_call  # noqa: E402
 
 POPULATION = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
 TYPICAL = {
@@ -99,21 +99,11 @@ def _gradient_seconds(model, data, calls: int, device) -> dict:
         z = jax.device_put(z, device)
         f = jax.jit(jax.value_and_grad(lambda z, d: info.potential_fn(d)(z)))
         start = time.perf_counter()
-        value, _ = jax.block_until_ready(f(z, data))
+        jax.block_until_ready(f(z, data))
         first = time.perf_counter() - start
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            jax.block_until_ready(f(z, data))
-            times.append(time.perf_counter() - start)
-    return {
-        "device": str(device),
-        "median_seconds": statistics.median(times),
-        "min_seconds": min(times),
-        "calls": calls,
-        "first_call_seconds": first,
-        "value": float(value),
-    }
+        seconds, (value, _) = median_seconds_per_call(f, z, data, calls=1, repeats=calls)
+    return {"device": str(device), "median_seconds": seconds, "calls": calls, "first_call_seconds": first,
+            "value": float(value)}
 
 
 def _render(result: dict) -> str:
@@ -140,7 +130,6 @@ def _render(result: dict) -> str:
                     ("where", "where", ""),
                     ("device", "device", ""),
                     ("median ms", "median_seconds", lambda x: f"{1e3 * x:.3f}"),
-                    ("min ms", "min_seconds", lambda x: f"{1e3 * x:.3f}"),
                     ("calls", "calls", "d"),
                 ],
             ),
