@@ -63,10 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dense-mass", choices=["auto", "yes", "no"], default="auto",
                      help="NUTS mass matrix: dense (yes), diagonal (no), or auto: dense up to "
                      "32 unconstrained parameters, diagonal above (default)")
-    fit.add_argument("--prefit", choices=["none", "svi", "map"], default=None,
+    fit.add_argument("--prefit", choices=["none", "svi", "map", "laplace"], default=None,
                      help="NUTS: svi = mean-field SVI pre-fit for starting points and the initial mass matrix; "
                      "map = each chain starts at the best of several mode searches (posteriors with poor "
-                     "local modes) (default: the model's setting; svi for the population models)")
+                     "local modes); laplace = svi, then NUTS in coordinates whitened by the per-patient "
+                     "block Hessian at its mean (centred population models with informative data) "
+                     "(default: the model's setting; svi for the population models)")
     fit.add_argument("--guide", choices=["normal", "mvn", "lowrank", "flow"], default="mvn",
                      help="SVI guide (with --method svi)")
     fit.add_argument("--steps", type=_positive_int("steps"), default=20000, help="SVI steps")

@@ -20,7 +20,8 @@ level:
     whose ODE turns stiff in the far corners of that box.
 ``nuts_prefit`` (optional)
     ``"svi"`` to precede NUTS warm-up with a mean-field variational pre-fit by default
-    (:mod:`bayesbio.infer.prefit`), e.g. for population models with hundreds of random effects.
+    (:mod:`bayesbio.infer.prefit`), e.g. for population models with hundreds of random effects;
+    ``"map"`` or ``"laplace"`` for the other pre-fits of :func:`bayesbio.sample_nuts`.
 ``data_is_file`` (optional, default True)
     False when ``load_data`` takes something other than a file path (``--data 10000`` as a
     number of simulated patients); the runners then pass it through without the file check.

@@ -264,6 +264,9 @@ def _metric_sentence(result: Mapping[str, Any]) -> str:
     metric = (result.get("bayesbio_cold") or {}).get("metric")
     if metric is None or metric == "diagonal":
         return "diagonal mass matrix on both sides;"
+    if metric.startswith("diagonal"):  # e.g. "diagonal, in Laplace-whitened coordinates" (prefit="laplace")
+        return (f"mass matrix: Stan diagonal (`diag_e`), bayesbio {metric} (`prefit=\"laplace\"`, "
+                "`bayesbio/infer/whiten.py`);")
     return (
         f"mass matrix: Stan diagonal (`diag_e`, its default and the only adaptive metric PyStan 3 "
         f"offers), bayesbio {metric} (its default `dense_mass=\"auto\"`: dense up to 32 "
@@ -442,7 +445,7 @@ def run_benchmark(
                     {**bb_cfg, "cache_label": "warm"}, logs / f"{stem}_bayesbio_warm.log"
                 )
                 say(f"  done in {result['bayesbio_warm']['end_to_end_seconds']:.1f} s")
-        if result["bayesbio_cold"].get("metric") == "dense" and not args.no_diagonal_run:
+        if str(result["bayesbio_cold"].get("metric")).startswith("dense") and not args.no_diagonal_run:
             with tempfile.TemporaryDirectory(prefix="bayesbio-bench-jax-cache-") as cache_dir:
                 say("bayesbio, diagonal metric, cold (empty JAX compilation cache) ...")
                 result["bayesbio_diagonal"] = spawn_worker(

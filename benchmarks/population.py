@@ -44,6 +44,9 @@ VARIANTS = {
     "rk45": {"name": NAME, "stan_file": STAN_FILE, "bayesbio_model": BAYESBIO_MODEL},
     "analytic": {"name": f"{NAME}_analytic", "stan_file": HERE / "stan" / "population_pk_analytic.stan",
                  "bayesbio_model": "theophylline"},
+    # the same posterior: bayesbio's side centred and whitened (prefit="laplace"), Stan's non-centred as in "rk45"
+    "rk45-whitened": {"name": f"{NAME}_whitened", "stan_file": STAN_FILE,
+                      "bayesbio_model": str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")},
 }
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
 # the tolerances of model_scripts/theophylline_rk45.py (make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000))
@@ -117,7 +120,7 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = 
     """The constrained points where bayesbio's chains start, one dict per chain, for Stan's ``init``.
 
     Reproduces the start of ``bb.sample_nuts(model, data_path, chains=chains,
-    seed=seed)``: the model's pre-fit (``nuts_prefit = "svi"``) with the same random stream,
+    seed=seed)``: the model's pre-fit (its ``nuts_prefit``, ``"svi"`` or ``"laplace"``) with the same random stream,
     then the same per-chain draw (or fall-back) that its chains start from. Stan's interface
     takes initial values but no initial metric, so the Stan side starts at the same points with
     its own unit metric.
@@ -130,20 +133,28 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = 
     from bayesbio.infer._common import FailureLog, prepare
 
     prepared = prepare(model, str(data_path))
-    if prepared.spec.prefit != "svi":
-        raise SystemExit("models/theophylline.py no longer sets nuts_prefit = 'svi': update this benchmark")
+    prefit = prepared.spec.prefit
+    if prefit not in ("svi", "laplace"):
+        raise SystemExit(f"{model} sets nuts_prefit = {prefit!r}, not 'svi' or 'laplace': update this benchmark")
     sampler = nuts._Sampler(
         prepared, log=FailureLog(), target_accept=common.TARGET_ACCEPT, dense_mass=False,
         max_tree_depth=common.MAX_TREE_DEPTH, warmup=1,
         init_strategy=prepared.spec.init_strategy or nuts.init_to_uniform(radius=2.0),
     )
     key = jax.random.PRNGKey(seed)
-    fitted = nuts._run_prefit(sampler, key, chains, "svi")
+    fitted = nuts._run_prefit(sampler, key, chains, prefit)
     states, _ = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
+    z = states.z
+    if sampler.whitening is not None:  # whitened coordinates -> the model's sites
+        arrays, unravel = sampler.whitening, sampler.unravel
+        z = jax.vmap(lambda w: unravel(nuts.whiten.to_x(arrays, w)))(z)
     constrain = sampler.postprocess_gen(prepared.data)
     starts = []
     for c in range(chains):
-        point = constrain(jax.tree.map(lambda x: x[c], states.z))
+        point = constrain(jax.tree.map(lambda x: x[c], z))
+        if "eta_z" not in point:  # centred model: Stan's non-centred program takes eta / omega
+            omega = np.array([point[f"omega_{k}"] for k in ("ka", "cl", "v")])
+            point = dict(point, eta_z=np.asarray(point["eta"]) / omega)
         starts.append({name: np.asarray(point[name]).tolist() for name in [*PARAMS, "eta_z"]})
     return starts
 
@@ -163,8 +174,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--solver", choices=sorted(VARIANTS), default="rk45",
         help="rk45 (default): both sides solve the ODE (bayesbio's fused RK45, Stan's ode_rk45_tol); analytic: "
-        "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); results "
-        "population[_analytic]_N<N>.json/md",
+        "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); rk45-whitened: as rk45, "
+        "bayesbio's side centred with prefit='laplace' (model_scripts/theophylline_rk45_whitened.py); results "
+        "population[_analytic|_whitened]_N<N>.json/md",
     )
     p.add_argument(
         "--summary-only", action="store_true",
@@ -267,11 +279,19 @@ def main(argv=None) -> dict:
     size = common.run_size(args)
     notes = [
         "Same posterior on both sides: the priors, likelihood and non-centred random effects of "
-        "`models/theophylline.py`, and the same simulated table (Stan data built from it).",
+        "`models/theophylline.py`, and the same simulated table (Stan data built from it)."
+        if args.solver != "rk45-whitened" else
+        "Same posterior on both sides (priors, likelihood and simulated table of `models/theophylline.py`), in "
+        "different coordinates: bayesbio samples the centred random effects (`make_model(\"rk45\", centered=True)`) "
+        "in coordinates whitened by the per-patient block Hessian at its mean-field pre-fit's mean "
+        "(`prefit=\"laplace\"`, `bayesbio/infer/whiten.py`); Stan samples its non-centred program "
+        "(`stan/population_pk.stan`) with its diagonal metric, as in the plain `rk45` comparison.",
         (f"ODE: bayesbio's fused RK45 with forward sensitivities (`solve_population`, all patients in one vmapped "
          f"solve; `model_scripts/theophylline_rk45.py`); Stan `ode_rk45_tol` patient by patient; rtol {RTOL:g}, "
-         f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times).")
-        if args.solver == "rk45" else
+         f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times)."
+         + (" bayesbio's script here: `model_scripts/theophylline_rk45_whitened.py`, the same solve."
+            if args.solver == "rk45-whitened" else ""))
+        if args.solver != "analytic" else
         ("Closed form on both sides: bayesbio's bundled model (`solve_population(..., solver=\"analytic\")`, all "
          "patients in one vmapped call); Stan `stan/population_pk_analytic.stan`, the textbook one-compartment "
          "formula vectorised over all observations."),
@@ -281,8 +301,12 @@ def main(argv=None) -> dict:
     if args.stan_start == "bayesbio":
         notes.append(
             "Start: both sides' chains start at the same points, bayesbio's (the model's pre-fit draws, "
-            "`bayesbio_chain_starts`). bayesbio's warm-up also starts from the pre-fit's variances as its inverse "
-            "metric; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
+            "`bayesbio_chain_starts`"
+            + ("; for Stan's non-centred program `eta_z = eta / omega`). " if args.solver == "rk45-whitened" else "). ")
+            + ("bayesbio's warm-up also starts from the pre-fit's variances as its inverse metric"
+               if args.solver != "rk45-whitened" else
+               "bayesbio's warm-up starts from the unit metric in its whitened coordinates")
+            + "; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
             "The pre-fit's seconds are in bayesbio's build time (and its own column), not in warm-up or sampling."
         )
     else:

@@ -162,9 +162,15 @@ def rhs(t, y, p):
     return jnp.stack([-p["ka"] * depot, p["ka"] * depot - p["cl"] / p["v"] * central])
 
 
-def make_model(solver: str = "analytic", **solve_options):
+def make_model(solver: str = "analytic", *, centered: bool = False, **solve_options):
     """The model function, its concentrations solved with ``solver`` (any solver of
     :func:`~bayesbio.population.solve_population`).
+
+    ``centered=True`` samples the random effects ``eta`` directly (``eta ~ Normal(0, omega)``)
+    instead of the standard normals ``eta_z`` behind them: the same posterior in other
+    coordinates, for populations whose data pin each patient's parameters down (then the
+    centred form is nearly Gaussian, and ``prefit="laplace"`` whitens it; see
+    ``benchmarks/README.md``).
 
     The bundled :data:`model` solves this linear model in closed form (``"analytic"``: exact,
     no step budget, equally cheap at any absorption rate). ``benchmarks/population.py`` fits
@@ -181,7 +187,7 @@ def make_model(solver: str = "analytic", **solve_options):
         v_pop = numpyro.sample("v_pop", dist.LogNormal(jnp.log(40.0), 1.0))
         omega = {k: numpyro.sample(f"omega_{k}", dist.HalfNormal(1.0)) for k in PARAMETERS}
         sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-        p = lognormal_parameters({"ka": ka_pop, "cl": cl_pop, "v": v_pop}, omega, n_patients)
+        p = lognormal_parameters({"ka": ka_pop, "cl": cl_pop, "v": v_pop}, omega, n_patients, centered=centered)
         amounts = solve_population(rhs, p, events, solver=solver, **solve_options)
         conc = amounts[..., 1] / p["v"][:, None]
         bb.observe("conc", bb.NormalNoise(conc, sigma), obs=events["obs_value"])

@@ -91,7 +91,7 @@ def test_nuts_with_prefit_is_reproducible(prefit_run):
 
 def test_prefit_option_errors(tmp_path):
     with pytest.raises(OptionError, match="'prefit'"):
-        bb.sample_nuts(scales_model, {"y": Y}, prefit="laplace")
+        bb.sample_nuts(scales_model, {"y": Y}, prefit="newton")
     script = tmp_path / "bad_prefit.py"
     script.write_text(
         "import numpyro, numpyro.distributions as dist\n"

@@ -79,6 +79,19 @@ def test_sbc_prefit_setting_is_validated_and_defaults_to_the_model_script():
     assert bb.load_model("theophylline").prefit == "svi"
 
 
+def test_sbc_refuses_a_model_scripts_laplace_prefit():
+    """A model script may set ``nuts_prefit = "laplace"`` (a pre-fit of ``sample_nuts``), which
+    SBC's compiled replications do not run: a clear error, not a silent run without it."""
+
+    def normal_model(data):
+        numpyro.sample("y", dist.Normal(numpyro.sample("mu", dist.Normal(0.0, 1.0)), 1.0), obs=data["y"])
+
+    spec = bb.ModelSpec(name="laplace_script", model=normal_model, load_data=lambda path=None: {"y": np.zeros(3)},
+                        prefit="laplace")
+    with pytest.raises(OptionError, match="pre-fit 'laplace' does not run inside SBC"):
+        bb.run_sbc(spec, {"y": np.zeros(3)}, reps=2, warmup=5, draws=3, thin=1, batch=2, bins=2)
+
+
 @pytest.mark.slow  # one more compilation of a small SBC (about a minute on a busy 2-core machine)
 def test_tiny_sbc_with_prefit_runs_and_records_it():
     def normal_model(data):

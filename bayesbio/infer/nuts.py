@@ -59,7 +59,8 @@ from bayesbio.infer._driver import run_groups, tree_concat, tree_index
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint
-from bayesbio.infer.prefit import PREFITS, map_prefit, prefit_points, svi_prefit
+from bayesbio.infer import whiten
+from bayesbio.infer.prefit import PREFITS, laplace_prefit, map_prefit, prefit_points, svi_prefit
 from bayesbio._failure_report import _failure_context, _FailureContext
 
 __all__ = ["CHAIN_METHODS", "DENSE_MASS_MAX_DIM", "sample_nuts"]
@@ -136,6 +137,9 @@ def _run_prefit(sampler, key, chains, prefit):
     key = jax.random.fold_in(key, _PREFIT_STREAM)
     if prefit == "map":
         return map_prefit(sampler.model, sampler.prepared.data, key, chains, init_strategy=sampler.init_strategy)
+    if prefit == "laplace":
+        return laplace_prefit(sampler.model, sampler.prepared.data, key, chains, init_strategy=sampler.init_strategy,
+                              latent=sampler.prepared.latent, n_patients=sampler.prepared.n_patients)
     if prefit != "svi":
         return None
     return svi_prefit(
@@ -159,13 +163,23 @@ class _Sampler:
             target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth
         )
         self.init_strategy = init_strategy
+        #: ``prefit="laplace"``: the whitening arrays (:mod:`bayesbio.infer.whiten`); the chains
+        #: then move in whitened coordinates and the sampler's data is ``(data, whitening)``
+        self.whitening = None
+
+    def run_data(self):
+        """What the compiled programs take as the model's data."""
+        data = self.prepared.data
+        return data if self.whitening is None else (data, self.whitening)
 
     def initial_states(self, key, chains, prefit=None):
         """Find valid starting points (one per chain) and initialise the kernel.
 
         With a :class:`~bayesbio.infer.prefit.Prefit`, each chain starts at its pre-fit draw
         (or the pre-fit mean where that draw has no finite log density and gradient) and
-        warm-up at the pre-fit's diagonal inverse mass matrix.
+        warm-up at the pre-fit's diagonal inverse mass matrix. With a whitening pre-fit
+        (``prefit="laplace"``) the kernel's potential is that of the whitened coordinates ``w``
+        (a flat vector; ``x = to_x(w)``), warm-up starts from the identity metric there.
 
         NumPyro's ``initialize_model`` (model trace, search for finite initial points) and the
         kernel initialisation run inside one jitted function with the data as an argument: one
@@ -174,7 +188,12 @@ class _Sampler:
         """
         found = {}
 
-        def init_all(key, data, start, mean, inverse_mass):
+        whitened = prefit is not None and prefit.whitening is not None
+        if whitened:
+            self.whitening = jax.tree_util.tree_map(jnp.asarray, prefit.whitening)
+
+        def init_all(key, run_data, start, mean, inverse_mass):
+            data, arrays = run_data if whitened else (run_data, None)
             # the random keys: a split of the run's key for the chains, the rest for predictions
             key_chains, key_predictive = jax.random.split(key)
             keys = jax.random.split(key_chains, chains * 2).reshape(chains, 2, -1)
@@ -186,6 +205,20 @@ class _Sampler:
                 model_args=(data,),
                 model_kwargs={},
             )
+            if whitened:
+                unravel = ravel_pytree(jax.tree_util.tree_map(lambda v: v[0], z))[1]
+                found.update(unravel=unravel)
+                x_gen = potential_gen
+
+                def potential_gen(run_data, **kwargs):
+                    data, arrays = run_data
+                    potential = x_gen(data, **kwargs)
+                    return lambda w: potential(unravel(whiten.to_x(arrays, w)))
+
+                to_w = jax.vmap(lambda z_: whiten.to_w(arrays, ravel_pytree(z_)[0]))
+                z = to_w(z)
+                start = to_w(start)
+                mean = jnp.zeros_like(start[0])
             init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
             found.update(sample_kernel=sample_kernel)
             options = dict(self.options)
@@ -193,14 +226,16 @@ class _Sampler:
                 size = sum(int(np.prod(np.shape(leaf)[1:])) for leaf in jax.tree_util.tree_leaves(z))
                 options["dense_mass"] = size <= DENSE_MASS_MAX_DIM
             found.update(dense_mass=options["dense_mass"])
+            if whitened:  # the init strategy's points, their energies and gradients in w
+                pe, grad = jax.vmap(jax.value_and_grad(potential_gen(run_data)))(z)
             if start is not None:
-                z, pe, grad = prefit_points(potential_gen(data), start, mean, (z, pe, grad))
+                z, pe, grad = prefit_points(potential_gen(run_data), start, mean, (z, pe, grad))
             if inverse_mass is not None:
                 options["inverse_mass_matrix"] = jnp.diag(inverse_mass) if options["dense_mass"] else inverse_mass
 
             def init_one(param_info, key):
                 return init_kernel(
-                    param_info, self.warmup, model_args=(data,), model_kwargs={}, rng_key=key, **options
+                    param_info, self.warmup, model_args=(run_data,), model_kwargs={}, rng_key=key, **options
                 )
 
             grad_flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grad)
@@ -208,7 +243,8 @@ class _Sampler:
             return jax.vmap(init_one)(ParamInfo(z, pe, grad), keys[:, 1]), valid, key_predictive
 
         args = (None, None, None) if prefit is None else (prefit.start, prefit.mean, prefit.inverse_mass)
-        states, valid, key_predictive = jax.jit(init_all)(key, self.prepared.data, *args)
+        states, valid, key_predictive = jax.jit(init_all)(key, self.run_data(), *args)
+        self.unravel = found.get("unravel")
         # the postprocessing generator made inside the trace may hold that trace's transforms
         # (e.g. a Uniform with array bounds): replay the model instead, outside any trace
         model = self.model
@@ -276,6 +312,9 @@ class _Sampler:
         """Unconstrained draws (chains, draws, ...) -> constrained + deterministic sites."""
         fn = self.postprocess_gen(self.prepared.data)
         chains, draws = jax.tree_util.tree_leaves(z_draws)[0].shape[:2]
+        if self.whitening is not None:  # whitened draws (chains, draws, n) -> site dicts
+            arrays, unravel = self.whitening, self.unravel
+            z_draws = jax.jit(jax.vmap(jax.vmap(lambda w: unravel(whiten.to_x(arrays, w)))))(z_draws)
         flat = jax.tree_util.tree_map(lambda x: x.reshape((chains * draws,) + x.shape[2:]), z_draws)
         out = jax.jit(jax.vmap(fn))(flat)
         return {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in out.items()}
@@ -336,14 +375,19 @@ def sample_nuts(
     init_strategy : callable, optional
         A NumPyro init strategy; default: the model script's ``init_strategy`` if it defines one,
         else uniform in (-2, 2) on the unconstrained scale, as Stan.
-    prefit : {"none", "svi", "map"}, optional
+    prefit : {"none", "svi", "map", "laplace"}, optional
         ``"svi"``: a short mean-field variational fit before warm-up gives each chain its
         starting point and warm-up its initial (diagonal) inverse mass matrix; it starts from
         ``init_strategy``. For hierarchical models with many latent variables of very different
         posterior scales, where the first warm-up window would otherwise build very deep trees.
         ``"map"``: each chain starts at the best of several L-BFGS mode searches from
         ``init_strategy`` points, for posteriors with poor local modes that trap a chain
-        (:mod:`bayesbio.infer.prefit`). Default: the model script's ``nuts_prefit``, else
+        (:mod:`bayesbio.infer.prefit`). ``"laplace"``: the ``"svi"`` fit, then the Hessian at
+        its mean, measured as one block per patient plus the population parameters, whitens the
+        coordinates NUTS moves in (:mod:`bayesbio.infer.whiten`; population models, best in the
+        centred parameterisation when the data pin each patient down; falls back to ``"svi"``
+        with a warning where that structure does not hold; not under a device mesh). Default:
+        the model script's ``nuts_prefit``, else
         ``"none"``. It is deterministic given the seed, so a resumed run repeats it exactly.
     progress : bool, optional
         Show a progress bar; default only on an interactive terminal outside CI.
@@ -438,12 +482,15 @@ def sample_nuts(
     )
     key = jax.random.PRNGKey(seed)
     prefit = prefit or prepared.spec.prefit or "none"
+    if active is not None and prefit == "laplace":
+        raise OptionError("prefit='laplace' does not run under a device mesh (devices= / mesh=) yet; "
+                          "use prefit='svi' there")
     # also on resume: chain groups that had not started when the run stopped start from it
     fitted = _run_prefit(sampler, key, chains, prefit)
     # on the host: slicing chain groups then runs no device programs
     states, key_predictive = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
     chunk = sampler.chunk_fn(chunk_size)
-    data = prepared.data
+    data = sampler.run_data()
     chain_ids = np.arange(chains, dtype=np.int32)
     rows = chain_method == "parallel" and active is not None  # one chain per row of the mesh
     workers = 1  # groups of chains running side by side (threads of the driver)
@@ -565,7 +612,8 @@ def sample_nuts(
     attrs = run_attrs(prepared, "nuts", settings, seed, timings)
     attrs["gradient_evaluations"] = int(num_steps.sum())
     attrs["parallel_workers"] = workers
-    attrs["metric"] = "dense" if sampler.dense_mass else "diagonal"
+    attrs["metric"] = ("dense" if sampler.dense_mass else "diagonal") + (
+        ", in Laplace-whitened coordinates" if sampler.whitening is not None else "")
     attrs["warmup_solver_failures"] = int(warmup_failures.sum())
     attrs["solver_failures_counted"] = int(count_solver_failures)
     t_post = time.perf_counter()

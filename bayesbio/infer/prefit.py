@@ -37,6 +37,13 @@ starts at the end point with the highest log density. The chains search independ
 chains that end in different modes still show it in R-hat; warm-up starts from the usual
 identity metric. It finds the dominant mode, not every mode: a posterior with real mass in
 several modes needs more than this start.
+
+``prefit="laplace"`` runs the ``"svi"`` fit, then measures the Hessian at its mean as one block
+per patient plus the population parameters and returns the map to coordinates where that
+Hessian is the identity (:mod:`bayesbio.infer.whiten`); NUTS then samples those coordinates,
+each chain from its own draw of that Gaussian. Where the per-patient structure does not hold,
+or the model has more than :data:`~bayesbio.infer.whiten.MAX_GLOBAL` population-level
+coordinates, it warns and returns the ``"svi"`` pre-fit instead.
 """
 
 from __future__ import annotations
@@ -50,10 +57,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["PREFITS", "Prefit", "best_start", "map_prefit", "prefit_points", "svi_fit_traced", "svi_prefit"]
+__all__ = ["PREFITS", "Prefit", "best_start", "laplace_prefit", "map_prefit", "prefit_points", "svi_fit_traced",
+           "svi_prefit"]
 
 #: Accepted values of ``sample_nuts(prefit=...)`` and ``bayesbio fit --prefit``.
-PREFITS = ("none", "svi", "map")
+PREFITS = ("none", "svi", "map", "laplace")
+#: ``prefit="laplace"``: the largest relative error of the assembled Hessian along the random
+#: probe that still counts as the arrowhead structure (central differences alone: ~1e-6)
+PROBE_TOLERANCE = 1e-3
+#: the same in single precision (``--float32``; differences of step :data:`~bayesbio.infer.whiten.REL_STEP_32`)
+PROBE_TOLERANCE_32 = 3e-2
 #: ``prefit="map"``: mode searches per chain, and L-BFGS iterations per search (gradient
 #: tolerance :data:`MAP_TOLERANCE`: a start needs the right basin, not a converged mode)
 MAP_STARTS = 8
@@ -79,6 +92,9 @@ class Prefit:
     #: the fit's final loss (SVI: negative ELBO; map: the best potential energy)
     final_loss: float
     seconds: float
+    #: ``prefit="laplace"``: the arrays of :func:`bayesbio.infer.whiten.whiten` (NUTS samples the
+    #: whitened coordinates); None otherwise
+    whitening: dict | None = None
 
 
 def svi_prefit(model, data, key, chains: int, *, init_strategy, latent, steps: int = STEPS,
@@ -122,6 +138,58 @@ def svi_prefit(model, data, key, chains: int, *, init_strategy, latent, steps: i
     }
     return Prefit(start=start, inverse_mass=inverse_mass, mean=mean,
                   final_loss=float(np.nanmean(tail[np.isfinite(tail)])), seconds=time.perf_counter() - t0)
+
+
+def laplace_prefit(model, data, key, chains: int, *, init_strategy, latent, n_patients) -> Prefit | None:
+    """Mean-field SVI fit, then the structured Hessian at its mean and the whitening map built
+    from it (:mod:`bayesbio.infer.whiten`); each chain starts at its own draw from that Gaussian.
+
+    Falls back (with a warning) to the plain SVI pre-fit when the model has more than
+    :data:`~bayesbio.infer.whiten.MAX_GLOBAL` global coordinates, when the Hessian is not finite,
+    or when the probe shows that patients couple (the arrowhead structure does not hold).
+    """
+    from numpyro.infer.util import initialize_model
+
+    from bayesbio.infer import whiten as wh
+
+    t0 = time.perf_counter()
+    key_svi, key_probe, key_start = jax.random.split(key, 3)
+    fitted = svi_prefit(model, data, key_svi, chains, init_strategy=init_strategy, latent=latent)
+    if fitted is None:
+        return None
+    lay = wh.layout(fitted.mean, n_patients)
+    if lay.glob.size > wh.MAX_GLOBAL:
+        warnings.warn(f"prefit 'laplace': {lay.glob.size} global coordinates (more than {wh.MAX_GLOBAL}); "
+                      "NUTS starts from the mean-field pre-fit instead", RuntimeWarning, stacklevel=3)
+        return fitted
+    x0, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in fitted.mean.items()})
+
+    @jax.jit
+    def build(data, x0, key_probe, key_start):
+        _, potential_gen, _, _ = initialize_model(key_probe, model, init_strategy=init_strategy, dynamic_args=True,
+                                                  model_args=(data,))
+        potential = potential_gen(data)
+        a, b, d, error = wh.structured_hessian(jax.grad(lambda x: potential(unravel(x))), x0, lay, key_probe)
+        arrays = wh.whiten(a, b, d, x0, lay)
+        # the measured blocks and the factors built from them (a block of zeros has no factor)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in (a, b, d, *(
+            arrays[name] for name in ("m", "lt", "ct", "p", "pt")))]))
+        w = jax.random.normal(key_start, (chains, x0.shape[0]), x0.dtype)
+        return arrays, error, finite, jax.vmap(lambda w: unravel(wh.to_x(arrays, w)))(w)
+
+    arrays, error, finite, start = jax.device_get(build(data, x0, key_probe, key_start))
+    # central differences in single precision carry ~eps / REL_STEP_32 ~ 2e-5 of rounding, and
+    # the curvature's change over the step more: a looser bar there
+    tolerance = PROBE_TOLERANCE if x0.dtype == jnp.float64 else PROBE_TOLERANCE_32
+    if not (bool(finite) and float(error) <= tolerance):
+        why = ("the Hessian at the pre-fit mean or its factors are not finite" if not bool(finite) else
+               f"the per-patient structure does not hold (probe error {float(error):.1e} > {tolerance:g}: "
+               "patients couple, or a site with one entry per patient is not a random effect)")
+        warnings.warn(f"prefit 'laplace': {why}; NUTS starts from the mean-field pre-fit instead",
+                      RuntimeWarning, stacklevel=3)
+        return fitted
+    return Prefit(start={k: np.asarray(v) for k, v in start.items()}, inverse_mass=None, mean=fitted.mean,
+                  final_loss=fitted.final_loss, seconds=time.perf_counter() - t0, whitening=arrays)
 
 
 def prefit_points(potential_fn, start, mean, found):

@@ -110,7 +110,7 @@ def _settings(attrs) -> dict[str, Any]:
 
 def _metric_advice(metric) -> str:
     """The mass-matrix remedy for correlated parameters, unless the run already used it."""
-    if metric == "dense":
+    if str(metric).startswith("dense"):  # also "dense, in Laplace-whitened coordinates"
         return "the run already adapted a dense mass matrix"
     return "sample_nuts(..., dense_mass=True) adapts a dense mass matrix"
 

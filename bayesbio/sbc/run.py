@@ -169,6 +169,9 @@ def run_sbc(model, data=None, *, seed: int = 0, progress: bool | None = None, ch
     s = resolve_settings(prepared.spec.sbc, settings, model_name=prepared.spec.name)
     if s.prefit is None:  # as `bayesbio fit`: the model script's pre-fit (recorded in the results)
         s = dataclasses.replace(s, prefit=prepared.spec.prefit or "none")
+    if s.prefit not in ("none", "svi", "map"):
+        raise OptionError(f"SBC of model '{prepared.spec.name}': its pre-fit '{s.prefit}' does not run inside SBC's "
+                          "compiled replications yet; pass prefit='svi' (or 'none' or 'map')")
     params = list(s.params) if s.params is not None else list(prepared.latent)
     unknown = [p for p in params if p not in prepared.latent]
     if unknown:
