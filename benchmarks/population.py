@@ -144,10 +144,7 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = 
     key = jax.random.PRNGKey(seed)
     fitted = nuts._run_prefit(sampler, key, chains, prefit)
     states, _ = jax.device_get(sampler.initial_states(key, chains, prefit=fitted))
-    z = states.z
-    if sampler.whitening is not None:  # whitened coordinates -> the model's sites
-        arrays, unravel = sampler.whitening, sampler.unravel
-        z = jax.vmap(lambda w: unravel(nuts.whiten.to_x(arrays, w)))(z)
+    z = sampler.sites(states.z)  # whitened coordinates (prefit="laplace") -> the model's sites
     constrain = sampler.postprocess_gen(prepared.data)
     starts = []
     for c in range(chains):

@@ -274,13 +274,20 @@ class _Sampler:
 
         return chunk
 
+    def sites(self, z):
+        """The kernel's positions ``z`` (leading axis: chains) as site dicts on the unconstrained
+        scale: unchanged without whitening, else mapped from the whitened coordinates."""
+        if self.whitening is None:
+            return z
+        arrays, unravel = self.whitening, self.unravel
+        return jax.vmap(lambda w: unravel(whiten.to_x(arrays, w)))(z)
+
     def constrain(self, z_draws):
         """Unconstrained draws (chains, draws, ...) -> constrained + deterministic sites."""
         fn = self.postprocess_gen(self.prepared.data)
         chains, draws = jax.tree_util.tree_leaves(z_draws)[0].shape[:2]
         if self.whitening is not None:  # whitened draws (chains, draws, n) -> site dicts
-            arrays, unravel = self.whitening, self.unravel
-            z_draws = jax.jit(jax.vmap(jax.vmap(lambda w: unravel(whiten.to_x(arrays, w)))))(z_draws)
+            z_draws = jax.jit(jax.vmap(self.sites))(z_draws)
         flat = jax.tree_util.tree_map(lambda x: x.reshape((chains * draws,) + x.shape[2:]), z_draws)
         out = jax.jit(jax.vmap(fn))(flat)
         return {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in out.items()}
