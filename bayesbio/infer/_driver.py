@@ -34,7 +34,9 @@ import numpy as np
 
 from bayesbio.infer.checkpoint import save_checkpoint
 
-__all__ = ["GroupProgress", "parallel_workers", "run_groups", "tree_concat", "tree_index", "worker_devices"]
+__all__ = [
+    "GroupProgress", "one_chain", "parallel_workers", "run_groups", "tree_concat", "tree_index", "worker_devices",
+]
 
 
 def parallel_workers() -> int:
@@ -56,6 +58,18 @@ def worker_devices(workers: int) -> list:
 
 def tree_index(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def one_chain(chunk):
+    """``chunk`` for a group of one chain without ``vmap`` (same leading axis of length 1):
+    unbatched, NumPyro's tree building keeps its ``lax.cond``s, so the in-graph failure counter
+    works (JAX does not support state effects in a ``vmap`` of ``cond``)."""
+
+    def run(state, chain, n_active, data):
+        out = chunk(tree_index(state, 0), chain[0], n_active, data)
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    return run
 
 
 def tree_concat(trees, axis):

@@ -27,8 +27,8 @@ Devices (``devices=`` / ``mesh=``, :mod:`bayesbio.parallel`): the run happens un
 ``("chains", "patients")`` device mesh made active with :func:`jax.set_mesh`. Population
 solves shard their patients over ``"patients"`` (:mod:`bayesbio.population.sharding`);
 ``"parallel"`` then runs one chain per row of devices along ``"chains"``
-(:class:`bayesbio.parallel.ChainRows` instead of threads on one device), and ``"auto"`` means ``"parallel"`` when that axis
-is longer than 1, else ``"sequential"``.
+(:class:`bayesbio.parallel.ChainRows` instead of threads on one device), and ``"auto"`` means
+``"parallel"`` when that axis is longer than 1, else ``"sequential"``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from bayesbio.infer._common import (
     show_progress,
 )
 from bayesbio.infer import _driver
-from bayesbio.infer._driver import run_groups, tree_concat, tree_index
+from bayesbio.infer._driver import one_chain, run_groups, tree_concat, tree_index
 from bayesbio.infer._idata import build_inference_data
 from bayesbio.infer._patients import add_patient_failures
 from bayesbio.infer.checkpoint import load_checkpoint
@@ -84,18 +84,6 @@ CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
 _IN_GRAPH_FAILURES = True
 #: stream of the run's key reserved for the pre-fit (the other streams are unchanged by it)
 _PREFIT_STREAM = 0x5F17
-
-
-def _one_chain(chunk):
-    """``chunk`` for a group of one chain without ``vmap`` (same leading axis of length 1):
-    unbatched, NumPyro's tree building keeps its ``lax.cond``s, so the in-graph failure counter
-    works (JAX does not support state effects in a ``vmap`` of ``cond``)."""
-
-    def run(state, chain, n_active, data):
-        out = chunk(tree_index(state, 0), chain[0], n_active, data)
-        return jax.tree_util.tree_map(lambda x: x[None], out)
-
-    return run
 
 
 def _run_prefit(sampler, key, chains, prefit):
@@ -477,7 +465,7 @@ def sample_nuts(
         mapped = ChainRows(jax.vmap(chunk, in_axes=(0, 0, None, None)), active)
     else:  # "sequential", or "parallel": one chain per group, `workers` groups at a time
         groups = [np.array([c]) for c in range(chains)]
-        mapped = _one_chain(chunk)
+        mapped = one_chain(chunk)
         if chain_method == "parallel":
             workers = min(chains, _driver.parallel_workers())
     devices = _driver.worker_devices(workers) if chain_method == "parallel" and not rows else [None]
