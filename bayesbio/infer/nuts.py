@@ -167,7 +167,7 @@ class _Sampler:
                 def potential_gen(run_data, **kwargs):
                     data, arrays = run_data
                     potential = x_gen(data, **kwargs)
-                    return lambda w: potential(unravel(whiten.to_x(arrays, w)))
+                    return lambda w: potential(whiten.to_sites(arrays, unravel, w))
 
                 to_w = jax.vmap(lambda z_: whiten.to_w(arrays, ravel_pytree(z_)[0]))
                 z = to_w(z)
@@ -268,7 +268,7 @@ class _Sampler:
         if self.whitening is None:
             return z
         arrays, unravel = self.whitening, self.unravel
-        return jax.vmap(lambda w: unravel(whiten.to_x(arrays, w)))(z)
+        return jax.vmap(lambda w: whiten.to_sites(arrays, unravel, w))(z)
 
     def constrain(self, z_draws):
         """Unconstrained draws (chains, draws, ...) -> constrained + deterministic sites."""

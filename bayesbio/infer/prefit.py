@@ -175,7 +175,7 @@ def laplace_prefit(model, data, key, chains: int, *, init_strategy, latent, n_pa
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in (a, b, d, *(
             arrays[name] for name in ("m", "lt", "ct", "p", "pt")))]))
         w = jax.random.normal(key_start, (chains, x0.shape[0]), x0.dtype)
-        return arrays, error, finite, jax.vmap(lambda w: unravel(wh.to_x(arrays, w)))(w)
+        return arrays, error, finite, jax.vmap(lambda w: wh.to_sites(arrays, unravel, w))(w)
 
     arrays, error, finite, start = jax.device_get(build(data, x0, key_probe, key_start))
     # central differences in single precision carry ~eps / REL_STEP_32 ~ 2e-5 of rounding, and

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["EIGEN_FLOOR", "Layout", "MAX_GLOBAL", "layout", "structured_hessian", "to_w", "to_x", "whiten"]
+__all__ = ["EIGEN_FLOOR", "Layout", "MAX_GLOBAL", "layout", "structured_hessian", "to_sites", "to_w", "to_x", "whiten"]
 
 #: relative step of the central differences, per coordinate ``REL_STEP * (1 + |x|)`` (double
 #: precision; about eps^(1/3) in single precision, :data:`REL_STEP_32`, so rounding stays small)
@@ -163,6 +163,11 @@ def to_x(wh: dict, w):
     wg = wh["p"] @ zg
     wl = jnp.einsum("irc,ic->ir", wh["m"], zl - wh["ct"] @ wg)
     return wh["center"] + jnp.concatenate([wl.ravel(), wg])[wh["inverse"]]
+
+
+def to_sites(wh: dict, unravel, w):
+    """Whitened ``w`` (n,) -> the model's unconstrained site dict (``unravel`` of :func:`to_x`)."""
+    return unravel(to_x(wh, w))
 
 
 def to_w(wh: dict, x):
