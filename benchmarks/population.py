@@ -12,6 +12,7 @@ the same tolerances) for N <= ``--stan-max-n`` (default 1,000).
     python benchmarks/population.py                      # 4 x 1000 x 1000, N = 10 .. 10,000
     python benchmarks/population.py --quick              # 2 x 100 x 100, N = 10, 100, 1,000
     python benchmarks/population.py --sizes 10,100 --sides bayesbio
+    python benchmarks/population.py --solver rk45-centred --sizes 1000   # both sides centred
 
 Every (N, side) pair runs in fresh worker processes through ``common.run_benchmark`` (one
 ``population_N<N>[_quick].json/md`` each, with the full per-parameter tables); this script
@@ -47,7 +48,12 @@ VARIANTS = {
     # the same posterior: bayesbio's side centred and whitened (prefit="laplace"), Stan's non-centred as in "rk45"
     "rk45-whitened": {"name": f"{NAME}_whitened", "stan_file": STAN_FILE,
                       "bayesbio_model": str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")},
+    # as "rk45-whitened", with Stan's program centred too (the fairness check of the whitened comparison)
+    "rk45-centred": {"name": f"{NAME}_centred", "stan_file": HERE / "stan" / "population_pk_centred.stan",
+                     "bayesbio_model": str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")},
 }
+#: the Stan program's random-effect parameter for each variant (chain starts are converted to it)
+STAN_RANDOM_EFFECTS = {"rk45": "eta_z", "analytic": "eta_z", "rk45-whitened": "eta_z", "rk45-centred": "eta"}
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
 # the tolerances of model_scripts/theophylline_rk45.py (make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000))
 RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 5000
@@ -116,15 +122,19 @@ def simulate(n_patients: int, folder: Path) -> tuple[Path, dict]:
     return path, stan_data(table)
 
 
-def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = BAYESBIO_MODEL) -> list[dict]:
+def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = BAYESBIO_MODEL,
+                          random_effects: str = "eta_z") -> list[dict]:
     """The constrained points where bayesbio's chains start, one dict per chain, for Stan's ``init``.
 
     Reproduces the start of ``bb.sample_nuts(model, data_path, chains=chains,
     seed=seed)``: the model's pre-fit (its ``nuts_prefit``, ``"svi"`` or ``"laplace"``) with the same random stream,
     then the same per-chain draw (or fall-back) that its chains start from. Stan's interface
     takes initial values but no initial metric, so the Stan side starts at the same points with
-    its own unit metric.
+    its own unit metric. ``random_effects`` names the Stan program's random-effect matrix: ``"eta_z"``
+    (non-centred: the standard normals) or ``"eta"`` (centred: the random effects themselves).
     """
+    if random_effects not in ("eta_z", "eta"):
+        raise ValueError(f"random_effects: expected 'eta_z' or 'eta', got {random_effects!r}")
     import jax
     import numpy as np
 
@@ -149,10 +159,12 @@ def bayesbio_chain_starts(data_path: Path, chains: int, seed: int, model: str = 
     starts = []
     for c in range(chains):
         point = constrain(jax.tree.map(lambda x: x[c], z))
-        if "eta_z" not in point:  # centred model: Stan's non-centred program takes eta / omega
-            omega = np.array([point[f"omega_{k}"] for k in ("ka", "cl", "v")])
+        omega = np.array([point[f"omega_{k}"] for k in ("ka", "cl", "v")])
+        if random_effects == "eta_z" and "eta_z" not in point:  # centred model, non-centred Stan: eta / omega
             point = dict(point, eta_z=np.asarray(point["eta"]) / omega)
-        starts.append({name: np.asarray(point[name]).tolist() for name in [*PARAMS, "eta_z"]})
+        if random_effects == "eta" and "eta" not in point:  # non-centred model, centred Stan: omega * eta_z
+            point = dict(point, eta=np.asarray(point["eta_z"]) * omega)
+        starts.append({name: np.asarray(point[name]).tolist() for name in [*PARAMS, random_effects]})
     return starts
 
 
@@ -172,8 +184,9 @@ def parser() -> argparse.ArgumentParser:
         "--solver", choices=sorted(VARIANTS), default="rk45",
         help="rk45 (default): both sides solve the ODE (bayesbio's fused RK45, Stan's ode_rk45_tol); analytic: "
         "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); rk45-whitened: as rk45, "
-        "bayesbio's side centred with prefit='laplace' (model_scripts/theophylline_rk45_whitened.py); results "
-        "population[_analytic|_whitened]_N<N>.json/md",
+        "bayesbio's side centred with prefit='laplace' (model_scripts/theophylline_rk45_whitened.py); rk45-centred: "
+        "as rk45-whitened, Stan's program centred too (stan/population_pk_centred.stan); results "
+        "population[_analytic|_whitened|_centred]_N<N>.json/md",
     )
     p.add_argument(
         "--summary-only", action="store_true",
@@ -274,20 +287,24 @@ def main(argv=None) -> dict:
     name = variant["name"]
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     size = common.run_size(args)
+    whitened = args.solver in ("rk45-whitened", "rk45-centred")
+    stan_program = ("its centred program (`stan/population_pk_centred.stan`: `eta ~ normal(0, omega)` sampled "
+                    "directly, like bayesbio's side) with its diagonal metric" if args.solver == "rk45-centred" else
+                    "its non-centred program (`stan/population_pk.stan`) with its diagonal metric, as in the plain "
+                    "`rk45` comparison")
     notes = [
         "Same posterior on both sides: the priors, likelihood and non-centred random effects of "
         "`models/theophylline.py`, and the same simulated table (Stan data built from it)."
-        if args.solver != "rk45-whitened" else
+        if not whitened else
         "Same posterior on both sides (priors, likelihood and simulated table of `models/theophylline.py`), in "
         "different coordinates: bayesbio samples the centred random effects (`make_model(\"rk45\", centered=True)`) "
         "in coordinates whitened by the per-patient block Hessian at its mean-field pre-fit's mean "
-        "(`prefit=\"laplace\"`, `bayesbio/infer/whiten.py`); Stan samples its non-centred program "
-        "(`stan/population_pk.stan`) with its diagonal metric, as in the plain `rk45` comparison.",
+        f"(`prefit=\"laplace\"`, `bayesbio/infer/whiten.py`); Stan samples {stan_program}.",
         (f"ODE: bayesbio's fused RK45 with forward sensitivities (`solve_population`, all patients in one vmapped "
          f"solve; `model_scripts/theophylline_rk45.py`); Stan `ode_rk45_tol` patient by patient; rtol {RTOL:g}, "
          f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times)."
          + (" bayesbio's script here: `model_scripts/theophylline_rk45_whitened.py`, the same solve."
-            if args.solver == "rk45-whitened" else ""))
+            if whitened else ""))
         if args.solver != "analytic" else
         ("Closed form on both sides: bayesbio's bundled model (`solve_population(..., solver=\"analytic\")`, all "
          "patients in one vmapped call); Stan `stan/population_pk_analytic.stan`, the textbook one-compartment "
@@ -301,7 +318,7 @@ def main(argv=None) -> dict:
             "`bayesbio_chain_starts`"
             + ("; for Stan's non-centred program `eta_z = eta / omega`). " if args.solver == "rk45-whitened" else "). ")
             + ("bayesbio's warm-up also starts from the pre-fit's variances as its inverse metric"
-               if args.solver != "rk45-whitened" else
+               if not whitened else
                "bayesbio's warm-up starts from the unit metric in its whitened coordinates")
             + "; PyStan 3 takes no initial metric, so Stan's warm-up starts from the unit metric, as by default. "
             "The pre-fit's seconds are in bayesbio's build time (and its own column), not in warm-up or sampling."
@@ -384,7 +401,8 @@ def main(argv=None) -> dict:
             sub.sides = ",".join(sides)
             stan_init = None
             if "stan" in sides and args.stan_start == "bayesbio":
-                stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed, variant["bayesbio_model"])
+                stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed, variant["bayesbio_model"],
+                                                  STAN_RANDOM_EFFECTS[args.solver])
             runs[n] = common.run_benchmark(
                 sub,
                 name=f"{name}_N{n}",
