@@ -20,6 +20,12 @@ adds ``population[_quick].json/md``: wall time per effective sample of the popul
 parameters, and bayesbio's cost of one log-density gradient (the batched solve of every
 patient plus its sensitivities), against N. Only the population parameters count for ESS
 (``ka_pop``, ``cl_pop``, ``v_pop``, ``omega_*``, ``sigma``), on both sides.
+
+``--solver`` picks other pairs of the same posterior (``VARIANTS``): both sides in closed form
+(``analytic``; Stan ``stan/population_pk_analytic.stan``), bayesbio's side centred and
+Laplace-whitened against Stan's non-centred program (``rk45-whitened``, ``analytic-whitened``)
+or against a centred Stan program (``rk45-centred``, ``analytic-centred``); each writes its own
+``population_<variant>_N<N>`` files (``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -198,7 +204,8 @@ def parser() -> argparse.ArgumentParser:
         "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); rk45-whitened: as rk45, "
         "bayesbio's side centred with prefit='laplace' (model_scripts/theophylline_rk45_whitened.py); rk45-centred: "
         "as rk45-whitened, Stan's program centred too (stan/population_pk_centred.stan); analytic-whitened, "
-        "analytic-centred: the same pairs in closed form; results population[_<variant>]_N<N>.json/md",
+        "analytic-centred: the same pairs in closed form. Results: "
+        + ", ".join(f"{k} {v['name']}_N<N>" for k, v in VARIANTS.items()) + " (.json/.md), and a summary without _N<N>",
     )
     p.add_argument(
         "--summary-only", action="store_true",
@@ -300,12 +307,17 @@ def main(argv=None) -> dict:
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     size = common.run_size(args)
     whitened, closed = variant["whitened"], variant["closed_form"]
+    stan_centred = variant["stan_eta"] == "eta"
+    title_suffix = ((", both in closed form" if closed else "")
+                    + (f"; bayesbio centred + whitened, Stan {'centred' if stan_centred else 'non-centred'}"
+                       if whitened else ""))
     stan_file = f"`stan/{Path(variant['stan_file']).name}`"
-    stan_program = (f"its centred program ({stan_file}: `eta ~ normal(0, omega)` sampled directly, like bayesbio's "
-                    "side) with its diagonal metric" if variant["stan_eta"] == "eta" else
-                    f"its non-centred program ({stan_file}) with its diagonal metric, as in the plain "
-                    f"`{'analytic' if closed else 'rk45'}` comparison")
-    bb_script = f"model_scripts/{Path(variant['bayesbio_model']).name}"
+    if whitened:  # (only the whitened variants name their script and Stan's parameterisation)
+        stan_program = (f"its centred program ({stan_file}: `eta ~ normal(0, omega)` sampled directly, like "
+                        "bayesbio's side) with its diagonal metric" if stan_centred else
+                        f"its non-centred program ({stan_file}) with its diagonal metric, as in the plain "
+                        f"`{'analytic' if closed else 'rk45'}` comparison")
+        bb_script = f"model_scripts/{Path(variant['bayesbio_model']).name}"
     notes = [
         "Same posterior on both sides: the priors, likelihood and non-centred random effects of "
         "`models/theophylline.py`, and the same simulated table (Stan data built from it)."
@@ -320,8 +332,9 @@ def main(argv=None) -> dict:
          f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times)."
          + (f" bayesbio's script here: `{bb_script}`, the same solve." if whitened else ""))
         if not closed else
-        ("Closed form on both sides: bayesbio's `solve_population(..., solver=\"analytic\")` (all patients in one "
-         f"vmapped call); Stan {stan_file}, the textbook one-compartment formula vectorised over all observations."),
+        ("Closed form on both sides: bayesbio's " + (f"`{bb_script}`" if whitened else "bundled model")
+         + " (`solve_population(..., solver=\"analytic\")`, all patients in one vmapped call); Stan "
+         f"{stan_file}, the textbook one-compartment formula vectorised over all observations."),
         f"Data: `simulate_table(N, seed={DATA_SEED})` from `models/theophylline.py` (nlmixr2 Theoph estimates as "
         "truth, 4 mg/kg oral dose, 6–10 jittered samples per patient between 0.25 and 24 h).",
     ]
@@ -330,7 +343,7 @@ def main(argv=None) -> dict:
             "Start: both sides' chains start at the same points, bayesbio's (the model's pre-fit draws, "
             "`bayesbio_chain_starts`"
             + ("; for Stan's non-centred program `eta_z = eta / omega`). "
-               if whitened and variant["stan_eta"] == "eta_z" else "). ")
+               if whitened and not stan_centred else "). ")
             + ("bayesbio's warm-up also starts from the pre-fit's variances as its inverse metric"
                if not whitened else
                "bayesbio's warm-up starts from the unit metric in its whitened coordinates")
@@ -360,6 +373,8 @@ def main(argv=None) -> dict:
             # run lengths may differ between sizes (each row names its own); seed and start may not
             same = old["settings"].get("seed") == args.seed
             same = same and old["settings"].get("stan_start", "stan") == args.stan_start
+            # results from before the solver was recorded are plain rk45 ones
+            same = same and old["settings"].get("solver", "rk45") == args.solver
             if same:
                 merged[n] = old
         table, rows = [], []
@@ -378,7 +393,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": name,
             "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan"
-            + (", both in closed form" if closed else ""),
+            + title_suffix,
             "quick": bool(args.quick),
             "settings": {**size, "run_lengths": {str(n): _run_length(r["settings"]) for n, r in sorted(merged.items())},
                          "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
@@ -420,8 +435,7 @@ def main(argv=None) -> dict:
             runs[n] = common.run_benchmark(
                 sub,
                 name=f"{name}_N{n}",
-                title=f"Population PK, N = {n} patients: bayesbio vs Stan"
-                + (", both in closed form" if closed else ""),
+                title=f"Population PK, N = {n} patients: bayesbio vs Stan" + title_suffix,
                 bayesbio_model=variant["bayesbio_model"],
                 bayesbio_data=str(data_path),
                 stan_file=variant["stan_file"],
