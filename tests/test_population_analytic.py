@@ -15,7 +15,7 @@ import pytest
 
 from bayesbio.errors import ModelError
 from bayesbio.population import bolus, infusion, make_batch, patient, reset, solve_population_with_status
-from bayesbio.population.analytic import divided_difference_1, divided_difference_2
+from bayesbio.population.analytic import divided_difference_1, divided_difference_2, propagate_chain
 
 _CTX = decimal.Context(prec=60)
 
@@ -46,6 +46,10 @@ def _dd2_exact(x, y):
 NODES = [
     (-1.0, -2.0), (-1.0, -1.0), (-1.0, -1.0 + 1e-7), (-1.0, -1.0 + 1e-4), (0.0, -1e-9), (0.0, 0.0),
     (-300.0, -0.1), (-0.1, -300.0), (-1e4, -2e4), (-30.0, -30.000001), (-55.0, -5.0), (2.0, -3.0),
+    # either side of the switch points of the chain step's f[x, y] (|x - y| = 2e-2), of phi1's series
+    # (|z| = 1e-3) and of phi1' series (midpoint |m| = 5e-2, inside the confluent band)
+    (-1.0, -1.02), (-1.0, -1.0199999), (-1.0, -1.0200001), (-10.0, -10.03), (-700.0, -700.01), (3.0, 3.01),
+    (-0.999e-3, -1.001e-3), (-0.04999, -0.05001), (-0.0501, -0.0501), (-0.0499, -0.0499 + 1e-8),
 ]
 
 
@@ -56,11 +60,33 @@ def test_divided_differences_match_50_digit_arithmetic(x, y):
     assert float(divided_difference_2(x, y)) == pytest.approx(float(_dd2_exact(x, y)), rel=1e-10)
 
 
-@pytest.mark.parametrize("x, y", [(-1.0, -1.0), (-0.5, -0.5 + 1e-12), (-40.0, -40.0), (-3.0, -0.2)])
-def test_divided_difference_1_gradient_is_right_at_and_near_equal_nodes(x, y):
+def _chain_dd1(x, y):
+    """f[x, y] as the chain step forms it: y1(1) of dy0 = x y0, dy1 = y0 + y y1 from (1, 0)."""
+    K = jnp.array([[x, 0.0], [1.0, y]])
+    return propagate_chain(jnp.array([1.0, 0.0]), 1.0, K, jnp.zeros(2))[1]
+
+
+def _chain_dd2(x, y):
+    """f[0, x, y] as the chain step forms it: y1(1) of the same system from (0, 0), input (1, 0)."""
+    K = jnp.array([[x, 0.0], [1.0, y]])
+    return propagate_chain(jnp.zeros(2), 1.0, K, jnp.array([1.0, 0.0]))[1]
+
+
+@pytest.mark.parametrize("x, y", NODES)
+def test_the_chain_step_matches_50_digit_arithmetic(x, y):
+    # the chain step shares e^x, e^y, e^((x + y) / 2) between its divided differences (its own
+    # forms, not divided_difference_1/2); tolerances as above
+    assert float(_chain_dd1(x, y)) == pytest.approx(float(_dd1_exact(x, y)), rel=1e-11)
+    assert float(_chain_dd2(x, y)) == pytest.approx(float(_dd2_exact(x, y)), rel=1e-10)
+
+
+@pytest.mark.parametrize("x, y", [(-1.0, -1.0), (-0.5, -0.5 + 1e-12), (-40.0, -40.0), (-3.0, -0.2), (-1.0, -1.02),
+                                  (-1.0, -1.0199999), (0.0, 0.0)])
+@pytest.mark.parametrize("dd1", [divided_difference_1, _chain_dd1], ids=["divided_difference_1", "chain step"])
+def test_divided_difference_1_gradient_is_right_at_and_near_equal_nodes(dd1, x, y):
     # d/dx f[x, y] = f[x, x, y]; at x == y that is e^x / 2 (the derivative of a smooth function
     # must not depend on which branch a max() or abs() picks at a tie)
-    gx, gy = jax.grad(divided_difference_1, argnums=(0, 1))(x, y)
+    gx, gy = jax.grad(dd1, argnums=(0, 1))(x, y)
     h = 1e-7  # central difference in 60 digits: truncation error ~h^2 / 6 ~ 2e-15 relative
     fd_x = _CTX.divide(_dd1_exact(x + h, y) - _dd1_exact(x - h, y), _D(x + h) - _D(x - h))
     fd_y = _CTX.divide(_dd1_exact(x, y + h) - _dd1_exact(x, y - h), _D(y + h) - _D(y - h))

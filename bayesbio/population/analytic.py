@@ -33,8 +33,8 @@ it is reported as a failed solve (use ``solver="expm"``), and refused with a
 untraced run of a model, before sampling starts: :func:`check_chain`); models of more than two
 states are refused with a :class:`~bayesbio.errors.ModelError` when the model is traced.
 
-Cost: a few exponentials per record, with no step-size control, no step budget and no
-tolerance. On the bundled theophylline model (12 patients) one log-density gradient took
+Cost: three ``exp`` and two ``expm1`` per record of a two-state chain (shared between the terms
+above), with no step-size control, no step budget and no tolerance. On the bundled theophylline model (12 patients) one log-density gradient took
 0.07-0.10 ms, against 0.35-0.37 ms for the explicit RK45 solver at ordinary absorption rates,
 6.2 ms for RK45 where some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at
 any rate (``benchmarks/results/linear_pk_solvers.md``).
@@ -57,7 +57,11 @@ __all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "propa
 # Below these |z| the power series replace the closed forms (whose rounding error grows as
 # eps / |z| and eps / |z|^2): the series' truncation errors there are < 1e-16 relative.
 _PHI1_SERIES_BELOW = 1e-3  # next term z^5 / 720 < 1.4e-18
-_DPHI1_SERIES_BELOW = 1e-2  # next term 7 z^6 / 40320 < 1.8e-16
+_DPHI1_SERIES_BELOW = 5e-2  # next term z^9 / 3991680 < 5e-19; the closed form's error there is ~eps / z^2 < 2e-13
+# Nodes of f[x, y] closer than this (absolute) use e^m sinh(h) / h (m, h: midpoint, half-distance)
+# by its series (next term h^8 / 9! < 3e-22); farther apart, (e^x - e^y) / (x - y) loses at
+# most ~eps / |x - y| < 2e-14 relative to cancellation.
+_NEAR_BELOW = 2e-2
 # Nodes closer than this (relative to max(1, |node|)) are treated as confluent: the midpoint
 # derivative's truncation error (δ² / 24 relative) and the difference quotient's rounding
 # error (eps / δ) are both ~1e-11 there.
@@ -72,12 +76,26 @@ def _phi1(z):
     return jnp.where(small, series, jnp.expm1(zs) / zs)
 
 
-def _dphi1(z):
-    """``d/dz (e^z - 1) / z = (z e^z - e^z + 1) / z^2`` (1/2 at 0)."""
+def _dphi1(z, ez):
+    """``d/dz (e^z - 1) / z = (z e^z - e^z + 1) / z^2`` (1/2 at 0), given ``ez = e^z``."""
     small = jnp.abs(z) < _DPHI1_SERIES_BELOW
-    zs = jnp.where(small, 1.0, z)
-    series = 1 / 2 + z * (1 / 3 + z * (1 / 8 + z * (1 / 30 + z * (1 / 144 + z / 840))))
-    return jnp.where(small, series, (zs * jnp.exp(zs) - jnp.expm1(zs)) / zs**2)
+    zs, ezs = jnp.where(small, 1.0, z), jnp.where(small, 1.0, ez)
+    # sum over m >= 0 of (m + 1) z^m / (m + 2)!
+    series = 1 / 2 + z * (1 / 3 + z * (1 / 8 + z * (1 / 30 + z * (1 / 144 + z * (1 / 840 + z * (
+        1 / 5760 + z * (1 / 45360 + z / 403200)))))))
+    return jnp.where(small, series, (zs * ezs - (ezs - 1.0)) / zs**2)
+
+
+def _divided_difference_1_from_exp(ex, ey, em, x, y):
+    """``f[x, y] = (e^x - e^y) / (x - y)`` from ``e^x``, ``e^y`` and ``e^m`` (``m = (x + y) / 2``)
+    already computed (a chain step shares them): the quotient where the nodes are far apart,
+    ``e^m sinh(h) / h`` (``h = (x - y) / 2``) by its series where they are near, so the value and
+    gradient are smooth and symmetric through ``x == y``."""
+    d = x - y
+    near = jnp.abs(d) < _NEAR_BELOW
+    h2 = (d / 2) ** 2
+    return jnp.where(near, em * (1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))),
+                     (ex - ey) / jnp.where(near, 1.0, d))
 
 
 def divided_difference_1(x, y):
@@ -99,7 +117,7 @@ def divided_difference_2(x, y):
     1e-5 of each other (relative), the derivative at their midpoint (value error ~1e-11
     relative; gradient error ~1e-5 relative, in that band only).
     """
-    return _quotient_or_confluent(_phi1(x), _phi1(y), x, y)
+    return _quotient_or_confluent(_phi1(x), _phi1(y), jnp.exp((x + y) / 2), x, y)
 
 
 def _propagate_one(y, tau, K, u):
@@ -107,25 +125,27 @@ def _propagate_one(y, tau, K, u):
     return (jnp.exp(lam) * y[0] + u[0] * tau * _phi1(lam))[:, None]  # f[0, lam] = phi1(lam)
 
 
-def _quotient_or_confluent(pa, pk, la, lk):
-    """``f[0, la, lk]`` from ``phi1(la)`` and ``phi1(lk)`` already computed (see
-    :func:`divided_difference_2`)."""
+def _quotient_or_confluent(pa, pk, em, la, lk):
+    """``f[0, la, lk]`` from ``phi1(la)``, ``phi1(lk)`` and ``e^m`` (``m`` the midpoint) already
+    computed (see :func:`divided_difference_2`)."""
     d = la - lk
     confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
     ds = jnp.where(confluent, 1.0, d)
-    return jnp.where(confluent, _dphi1((la + lk) / 2), (pa - pk) / ds)
+    return jnp.where(confluent, _dphi1((la + lk) / 2, em), (pa - pk) / ds)
 
 
 def _propagate_chain(y, tau, K, u):
     la, lk, b = K[0, 0] * tau, K[1, 1] * tau, K[1, 0]
-    # shared by the terms: f[0, la] = phi1(la), f[0, lk] = phi1(lk); f[0, la, lk] from them
+    # three exponentials and two expm1 per record, shared by the terms: f[0, la] = phi1(la),
+    # f[0, lk] = phi1(lk), f[la, lk] from e^la, e^lk, e^m; f[0, la, lk] from phi1(la), phi1(lk), e^m
+    ea, ek, em = jnp.exp(la), jnp.exp(lk), jnp.exp((la + lk) / 2)
     pa, pk = _phi1(la), _phi1(lk)
-    y0 = jnp.exp(la) * y[0] + u[0] * tau * pa
+    y0 = ea * y[0] + u[0] * tau * pa
     y1 = (
-        jnp.exp(lk) * y[1]
-        + b * tau * divided_difference_1(la, lk) * y[0]
+        ek * y[1]
+        + b * tau * _divided_difference_1_from_exp(ea, ek, em, la, lk) * y[0]
         + u[1] * tau * pk
-        + b * u[0] * tau**2 * _quotient_or_confluent(pa, pk, la, lk)
+        + b * u[0] * tau**2 * _quotient_or_confluent(pa, pk, em, la, lk)
     )
     return jnp.stack([y0, y1], axis=-1)
 
