@@ -46,10 +46,11 @@ def _dd2_exact(x, y):
 NODES = [
     (-1.0, -2.0), (-1.0, -1.0), (-1.0, -1.0 + 1e-7), (-1.0, -1.0 + 1e-4), (0.0, -1e-9), (0.0, 0.0),
     (-300.0, -0.1), (-0.1, -300.0), (-1e4, -2e4), (-30.0, -30.000001), (-55.0, -5.0), (2.0, -3.0),
-    # either side of the switch points of the chain step's f[x, y] (|x - y| = 2e-2), of phi1's series
-    # (|z| = 1e-3) and of phi1' series (midpoint |m| = 5e-2, inside the confluent band)
+    # either side of the switch point of the chain step's f[x, y] (|x - y| = 2e-2), near and far
+    # from 0; confluent nodes (|x - y| < 1e-5) either side of phi1' series (midpoint |m| = 5e-2);
+    # the quotient branch of f[0, x, y] just outside the confluent band
     (-1.0, -1.02), (-1.0, -1.0199999), (-1.0, -1.0200001), (-10.0, -10.03), (-700.0, -700.01), (3.0, 3.01),
-    (-0.999e-3, -1.001e-3), (-0.04999, -0.05001), (-0.0501, -0.0501), (-0.0499, -0.0499 + 1e-8),
+    (-0.0500001, -0.0499999), (-0.0501, -0.0501), (-0.0499, -0.0499 + 1e-8), (-0.04999, -0.05001),
 ]
 
 
@@ -73,11 +74,19 @@ def _chain_dd2(x, y):
 
 
 @pytest.mark.parametrize("x, y", NODES)
-def test_the_chain_step_matches_50_digit_arithmetic(x, y):
+def test_the_chain_step_matches_60_digit_arithmetic(x, y):
     # the chain step shares e^x, e^y, e^((x + y) / 2) between its divided differences (its own
     # forms, not divided_difference_1/2); tolerances as above
     assert float(_chain_dd1(x, y)) == pytest.approx(float(_dd1_exact(x, y)), rel=1e-11)
     assert float(_chain_dd2(x, y)) == pytest.approx(float(_dd2_exact(x, y)), rel=1e-10)
+
+
+@pytest.mark.parametrize("z", [-0.0501, -0.0499, 0.0499, 0.0501, -3.0, 0.3, -1e-7, 0.0])
+def test_the_confluent_limit_matches_60_digit_arithmetic_either_side_of_its_series(z):
+    # f[0, z, z] = phi1'(z): its series below |z| = 5e-2 (truncation < 5e-19), its closed form
+    # above (rounding ~eps / z^2 ~ 1e-13 at the switch); no midpoint truncation at equal nodes
+    assert float(_chain_dd2(z, z)) == pytest.approx(float(_dd2_exact(z, z)), rel=1e-12)
+    assert float(divided_difference_2(z, z)) == pytest.approx(float(_dd2_exact(z, z)), rel=1e-12)
 
 
 @pytest.mark.parametrize("x, y", [(-1.0, -1.0), (-0.5, -0.5 + 1e-12), (-40.0, -40.0), (-3.0, -0.2), (-1.0, -1.02),

@@ -33,11 +33,13 @@ it is reported as a failed solve (use ``solver="expm"``), and refused with a
 untraced run of a model, before sampling starts: :func:`check_chain`); models of more than two
 states are refused with a :class:`~bayesbio.errors.ModelError` when the model is traced.
 
-Cost: three ``exp`` and two ``expm1`` per record of a two-state chain (shared between the terms
-above), with no step-size control, no step budget and no tolerance. On the bundled theophylline model (12 patients) one log-density gradient took
-0.07-0.10 ms, against 0.35-0.37 ms for the explicit RK45 solver at ordinary absorption rates,
-6.2 ms for RK45 where some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at
-any rate (``benchmarks/results/linear_pk_solvers.md``).
+Cost: three ``exp`` and two ``expm1`` per record of a two-state chain (shared between the
+terms above), with no step-size control, no step budget and no tolerance. On the bundled
+theophylline model (12 patients) one log-density gradient took 0.07-0.10 ms, against
+0.35-0.37 ms for the explicit RK45 solver at ordinary absorption rates, 6.2 ms for RK45 where
+some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at any rate
+(``benchmarks/results/linear_pk_solvers.md``; measured before the exponentials were shared,
+which took ~18 % off a gradient at 1,000 patients: ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ _PHI1_SERIES_BELOW = 1e-3  # next term z^5 / 720 < 1.4e-18
 _DPHI1_SERIES_BELOW = 5e-2  # next term z^9 / 3991680 < 5e-19; the closed form's error there is ~eps / z^2 < 2e-13
 # Nodes of f[x, y] closer than this (absolute) use e^m sinh(h) / h (m, h: midpoint, half-distance)
 # by its series (next term h^8 / 9! < 3e-22); farther apart, (e^x - e^y) / (x - y) loses at
-# most ~eps / |x - y| < 2e-14 relative to cancellation.
+# most ~eps / |x - y| < 2e-14 relative to cancellation. Near, rounding m itself costs up to
+# ~|m| eps / 2 relative in e^m (< 1e-13 for |m| < 745).
 _NEAR_BELOW = 2e-2
 # Nodes closer than this (relative to max(1, |node|)) are treated as confluent: the midpoint
 # derivative's truncation error (δ² / 24 relative) and the difference quotient's rounding
@@ -79,10 +82,11 @@ def _phi1(z):
 def _dphi1(z, ez):
     """``d/dz (e^z - 1) / z = (z e^z - e^z + 1) / z^2`` (1/2 at 0), given ``ez = e^z``."""
     small = jnp.abs(z) < _DPHI1_SERIES_BELOW
-    zs, ezs = jnp.where(small, 1.0, z), jnp.where(small, 1.0, ez)
+    # each branch gets inputs it is finite at, so the unselected one adds no 0 * inf to the gradient
+    zs, ezs, zz = jnp.where(small, 1.0, z), jnp.where(small, 1.0, ez), jnp.where(small, z, 0.0)
     # sum over m >= 0 of (m + 1) z^m / (m + 2)!
-    series = 1 / 2 + z * (1 / 3 + z * (1 / 8 + z * (1 / 30 + z * (1 / 144 + z * (1 / 840 + z * (
-        1 / 5760 + z * (1 / 45360 + z / 403200)))))))
+    series = 1 / 2 + zz * (1 / 3 + zz * (1 / 8 + zz * (1 / 30 + zz * (1 / 144 + zz * (1 / 840 + zz * (
+        1 / 5760 + zz * (1 / 45360 + zz / 403200)))))))
     return jnp.where(small, series, (zs * ezs - (ezs - 1.0)) / zs**2)
 
 
@@ -93,7 +97,7 @@ def _divided_difference_1_from_exp(ex, ey, em, x, y):
     gradient are smooth and symmetric through ``x == y``."""
     d = x - y
     near = jnp.abs(d) < _NEAR_BELOW
-    h2 = (d / 2) ** 2
+    h2 = jnp.where(near, (d / 2) ** 2, 0.0)  # finite in the unselected branch too (see _dphi1)
     return jnp.where(near, em * (1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))),
                      (ex - ey) / jnp.where(near, 1.0, d))
 
