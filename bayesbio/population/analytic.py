@@ -38,8 +38,9 @@ terms above), with no step-size control, no step budget and no tolerance. On the
 theophylline model (12 patients) one log-density gradient took 0.07-0.10 ms, against
 0.35-0.37 ms for the explicit RK45 solver at ordinary absorption rates, 6.2 ms for RK45 where
 some ``ka_i`` reach ~200 /h (stiff), and ~0.45 ms for ``"expm"`` at any rate
-(``benchmarks/results/linear_pk_solvers.md``; measured before the exponentials were shared,
-which took ~18 % off a gradient at 1,000 patients: ``benchmarks/README.md``).
+(``benchmarks/results/linear_pk_solvers.md``; measured before the exponentials were shared and
+the derivatives written out, which took ~38 % off a gradient at 1,000 patients:
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "propa
 # eps / |z| and eps / |z|^2): the series' truncation errors there are < 1e-16 relative.
 _PHI1_SERIES_BELOW = 1e-3  # next term z^5 / 720 < 1.4e-18
 _DPHI1_SERIES_BELOW = 5e-2  # next term z^9 / 3991680 < 5e-19; the closed form's error there is ~eps / z^2 < 2e-13
+_D2PHI1_SERIES_BELOW = 5e-2  # phi1'': next term z^8 / 443520 < 1e-16; closed form ~6 eps / z^2 < 6e-13 there
 # Nodes of f[x, y] closer than this (absolute) use e^m sinh(h) / h (m, h: midpoint, half-distance)
 # by its series (next term h^8 / 9! < 3e-22); farther apart, (e^x - e^y) / (x - y) loses at
 # most ~eps / |x - y| < 2e-14 relative to cancellation. Near, rounding m itself costs up to
@@ -88,6 +90,27 @@ def _dphi1(z, ez):
     series = 1 / 2 + zz * (1 / 3 + zz * (1 / 8 + zz * (1 / 30 + zz * (1 / 144 + zz * (1 / 840 + zz * (
         1 / 5760 + zz * (1 / 45360 + zz / 403200)))))))
     return jnp.where(small, series, (zs * ezs - (ezs - 1.0)) / zs**2)
+
+
+def _dphi1_from(z, ez, pz):
+    """``phi1'(z) = (e^z - phi1(z)) / z`` from ``e^z`` and ``phi1(z)`` (cancellation ~2 eps / |z|;
+    the series of :func:`_dphi1` below 5e-2)."""
+    small = jnp.abs(z) < _DPHI1_SERIES_BELOW
+    zs, zz = jnp.where(small, 1.0, z), jnp.where(small, z, 0.0)
+    series = 1 / 2 + zz * (1 / 3 + zz * (1 / 8 + zz * (1 / 30 + zz * (1 / 144 + zz * (1 / 840 + zz * (
+        1 / 5760 + zz * (1 / 45360 + zz / 403200)))))))
+    return jnp.where(small, series, (ez - pz) / zs)
+
+
+def _d2phi1_from(z, ez, qz):
+    """``phi1''(z) = (e^z - 2 phi1'(z)) / z`` (from ``(z phi1)' = e^z`` differentiated twice), given
+    ``e^z`` and ``qz = phi1'(z)``; below 5e-2 its series, the sum over j >= 0 of
+    ``(j + 1)(j + 2) z^j / (j + 3)!``."""
+    small = jnp.abs(z) < _D2PHI1_SERIES_BELOW
+    zs, zz = jnp.where(small, 1.0, z), jnp.where(small, z, 0.0)
+    series = 1 / 3 + zz * (1 / 4 + zz * (1 / 10 + zz * (1 / 36 + zz * (1 / 168 + zz * (1 / 960 + zz * (
+        1 / 6480 + zz / 50400))))))
+    return jnp.where(small, series, (ez - 2 * qz) / zs)
 
 
 def _divided_difference_1_from_exp(ex, ey, em, x, y):
@@ -138,19 +161,56 @@ def _quotient_or_confluent(pa, pk, em, la, lk):
     return jnp.where(confluent, _dphi1((la + lk) / 2, em), (pa - pk) / ds)
 
 
-def _propagate_chain(y, tau, K, u):
-    la, lk, b = K[0, 0] * tau, K[1, 1] * tau, K[1, 0]
+def _chain_primal(la, lk):
     # three exponentials and two expm1 per record, shared by the terms: f[0, la] = phi1(la),
     # f[0, lk] = phi1(lk), f[la, lk] from e^la, e^lk, e^m; f[0, la, lk] from phi1(la), phi1(lk), e^m
     ea, ek, em = jnp.exp(la), jnp.exp(lk), jnp.exp((la + lk) / 2)
     pa, pk = _phi1(la), _phi1(lk)
+    dd1 = _divided_difference_1_from_exp(ea, ek, em, la, lk)
+    return ea, ek, em, pa, pk, dd1, _quotient_or_confluent(pa, pk, em, la, lk)
+
+
+@jax.custom_jvp
+def _chain_coefficients(la, lk):
+    """``(e^la, e^lk, f[0, la], f[0, lk], f[la, lk], f[0, la, lk])``: every function of the rates a
+    chain step needs. Its derivatives are given in closed form (below) rather than traced
+    through the guarded forms: differentiating a ``jnp.where`` differentiates both branches, and
+    that doubled the cost of a gradient."""
+    ea, ek, _, pa, pk, dd1, dd2 = _chain_primal(la, lk)
+    return ea, ek, pa, pk, dd1, dd2
+
+
+@_chain_coefficients.defjvp
+def _chain_coefficients_jvp(primals, tangents):
+    la, lk = primals
+    ta, tk = tangents
+    ea, ek, em, pa, pk, dd1, dd2 = _chain_primal(la, lk)
+    qa, qk = _dphi1_from(la, ea, pa), _dphi1_from(lk, ek, pk)
+    d = la - lk
+    # f[la, lk]: d/dla = f[la, la, lk] = (e^la - f) / d, d/dlk = (f - e^lk) / d (cancellation ~2 eps / |d|);
+    # near, of e^m S(h) (S(h) = sinh(h) / h, h = d / 2): e^m (S + S') / 2 and e^m (S - S') / 2
+    near = jnp.abs(d) < _NEAR_BELOW
+    h = jnp.where(near, d / 2, 0.0)
+    h2 = h * h
+    s0 = 1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))
+    s1 = h * (1 / 3 + h2 * (1 / 30 + h2 * (1 / 840 + h2 / 45360)))  # S'(h), next term h^9 / 3991680
+    dn = jnp.where(near, 1.0, d)
+    a1 = jnp.where(near, em * (s0 + s1) / 2, (ea - dd1) / dn)
+    b1 = jnp.where(near, em * (s0 - s1) / 2, (dd1 - ek) / dn)
+    # f[0, la, lk]: d/dla = f[0, la, la, lk] = (phi1'(la) - f) / d, d/dlk = (f - phi1'(lk)) / d; in the
+    # confluent band (where the value is phi1' at the midpoint) phi1'' / 2 at each node, O(|d|) relative
+    confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
+    dc = jnp.where(confluent, 1.0, d)
+    a2 = jnp.where(confluent, _d2phi1_from(la, ea, qa) / 2, (qa - dd2) / dc)
+    b2 = jnp.where(confluent, _d2phi1_from(lk, ek, qk) / 2, (dd2 - qk) / dc)
+    return (ea, ek, pa, pk, dd1, dd2), (ea * ta, ek * tk, qa * ta, qk * tk, a1 * ta + b1 * tk, a2 * ta + b2 * tk)
+
+
+def _propagate_chain(y, tau, K, u):
+    la, lk, b = K[0, 0] * tau, K[1, 1] * tau, K[1, 0]
+    ea, ek, pa, pk, dd1, dd2 = _chain_coefficients(la, lk)
     y0 = ea * y[0] + u[0] * tau * pa
-    y1 = (
-        ek * y[1]
-        + b * tau * _divided_difference_1_from_exp(ea, ek, em, la, lk) * y[0]
-        + u[1] * tau * pk
-        + b * u[0] * tau**2 * _quotient_or_confluent(pa, pk, em, la, lk)
-    )
+    y1 = ek * y[1] + b * tau * dd1 * y[0] + u[1] * tau * pk + b * u[0] * tau**2 * dd2
     return jnp.stack([y0, y1], axis=-1)
 
 
