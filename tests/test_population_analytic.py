@@ -77,7 +77,7 @@ NODES = [
 
 
 @pytest.mark.parametrize("x, y", NODES)
-def test_divided_differences_match_50_digit_arithmetic(x, y):
+def test_divided_differences_match_60_digit_arithmetic(x, y):
     # tolerance: the module's stated ~1e-11 relative (series/quotient switch points), with room
     assert float(divided_difference_1(x, y)) == pytest.approx(float(_dd1_exact(x, y)), rel=1e-11, abs=0)
     assert float(divided_difference_2(x, y)) == pytest.approx(float(_dd2_exact(x, y)), rel=1e-10, abs=0)
@@ -112,54 +112,83 @@ def test_the_confluent_limit_matches_60_digit_arithmetic_either_side_of_its_seri
 
 
 @pytest.mark.parametrize("x, y", [(-1.0, -1.0), (-0.5, -0.5 + 1e-12), (-40.0, -40.0), (-3.0, -0.2), (-1.0, -1.02),
-                                  (-1.0, -1.0199999), (0.0, 0.0)])
+                                  (-1.0, -1.0199999), (-1.0, -1.0200001), (-1.0, -1.005), (-2.0, -2.015), (0.5, 0.49),
+                                  (-10.0, -10.03), (0.0, 0.0)])
 @pytest.mark.parametrize("dd1", [divided_difference_1, _chain_dd1], ids=["divided_difference_1", "chain step"])
 def test_divided_difference_1_gradient_is_right_at_and_near_equal_nodes(dd1, x, y):
     # d/dx f[x, y] = f[x, x, y]; at x == y that is e^x / 2 (the derivative of a smooth function
-    # must not depend on which branch a max() or abs() picks at a tie)
+    # must not depend on which branch a max() or abs() picks at a tie). Tolerance 1e-12: the
+    # quotients lose ~eps / |x - y| to cancellation (at most ~2e-13 at these nodes); the central
+    # differences in 60 digits (h = 1e-7) are off by ~h^2 / 6 ~ 2e-15
     gx, gy = jax.grad(dd1, argnums=(0, 1))(x, y)
-    # central differences in 60 digits (h = 1e-7): truncation error ~h^2 / 6 ~ 2e-15 relative
-    assert float(gx) == pytest.approx(float(_central_difference(_dd1_exact, x, y, 0)), rel=1e-8, abs=0)
-    assert float(gy) == pytest.approx(float(_central_difference(_dd1_exact, x, y, 1)), rel=1e-8, abs=0)
+    assert float(gx) == pytest.approx(float(_central_difference(_dd1_exact, x, y, 0)), rel=1e-12, abs=0)
+    assert float(gy) == pytest.approx(float(_central_difference(_dd1_exact, x, y, 1)), rel=1e-12, abs=0)
 
 
 def _chain_phi1(x):
-    """f[0, x] = phi1(x) as the chain step forms it: y0(1) of dy0 = x y0 + 1 from 0."""
+    """f[0, x] = phi1(x) as the chain step forms it for the first state: y0(1) of dy0 = x y0 + 1 from 0."""
     K = jnp.array([[x, 0.0], [1.0, -1.0]])
     return propagate_chain(jnp.zeros(2), 1.0, K, jnp.array([1.0, 0.0]))[0]
 
 
-@pytest.mark.parametrize("x, y", [(-1.0, -2.0), (-3.0, -0.2), (-1.0, -1.02), (-1.0, -1.0199999), (0.0, -0.019),
-                                  (-0.04, -0.06), (-1e-4, -3e-4), (-0.5, -0.5 + 1e-4), (-30.0, -2.0),
-                                  (-1.0, -1.0), (-1.0, -1.0 + 1e-7), (0.0, 0.0), (-0.06, -0.06)])
+def _chain_phi1_second(x):
+    """phi1(x) for the second state: y1(1) of dy0 = -y0, dy1 = y0 + x y1 + 1 from 0."""
+    K = jnp.array([[-1.0, 0.0], [1.0, x]])
+    return propagate_chain(jnp.zeros(2), 1.0, K, jnp.array([0.0, 1.0]))[1]
+
+
+@pytest.mark.parametrize("x, y", [(-1.0, -2.0), (-3.0, -0.2), (-30.0, -2.0), (-1.0, -1.02), (-1.0, -1.0199999),
+                                  (0.0, -0.019), (-0.04, -0.06), (-1e-4, -3e-4), (-0.5, -0.5 + 1e-4),
+                                  (-0.5, -0.5 + 1.1e-5), (-0.5, -0.5 + 9e-6), (-1.0, -1.0), (-1.0, -1.0 + 1e-7),
+                                  (0.0, 0.0), (-0.06, -0.06)])
 def test_the_chain_steps_gradient_of_f_0_x_y_matches_60_digit_differences(x, y):
-    # the chain step's derivatives are written out (a custom JVP), not traced. Tolerance 1e-6: outside
-    # the confluent band the quotient (phi1'(x) - f) / (x - y) loses ~eps / (x - y)^2 (2e-8 at
-    # x - y = 1e-4); inside it (|x - y| < 1e-5) phi1'' / 2 at each node is O(|x - y|) off (1e-7 here)
+    # the chain step's derivatives are written out (a custom JVP), not traced. Outside the confluent
+    # band the quotient (phi1'(x) - f) / (x - y) loses ~eps / (x - y)^2 to cancellation: tolerance
+    # 50 eps / (x - y)^2, at least 1e-13 (the largest, 9e-5 at x - y = 1.1e-5 just outside the band, is
+    # the worst case). Inside it (|x - y| < 1e-5 max(1, |x|, |y|)) the midpoint expansion's first
+    # neglected term is O((x - y)^2): tolerance 1e-11
+    d = abs(x - y)
+    confluent = d < 1e-5 * max(1.0, abs(x), abs(y))
+    rel = 1e-11 if confluent else max(1e-13, 50 * 2.2e-16 / d**2)
     gx, gy = jax.grad(_chain_dd2, argnums=(0, 1))(x, y)
-    assert float(gx) == pytest.approx(float(_central_difference(_dd2_exact, x, y, 0)), rel=1e-6, abs=0)
-    assert float(gy) == pytest.approx(float(_central_difference(_dd2_exact, x, y, 1)), rel=1e-6, abs=0)
+    assert float(gx) == pytest.approx(float(_central_difference(_dd2_exact, x, y, 0)), rel=rel, abs=0)
+    assert float(gy) == pytest.approx(float(_central_difference(_dd2_exact, x, y, 1)), rel=rel, abs=0)
+
+
+@_sixty_digits
+def _phi1_derivatives_exact(x):
+    """(phi1', phi1'', phi1''') at x in 60 digits, from (z phi1)^(n) = e^z: phi1^(n) = (e^z - n phi1^(n-1)) / z."""
+    if x == 0:
+        return _D(1) / 2, _D(1) / 3, _D(1) / 4
+    xd = _D(x)
+    d1 = _dd2_exact(x, x)
+    d2 = (_CTX.exp(xd) - 2 * d1) / xd
+    return d1, d2, (_CTX.exp(xd) - 3 * d2) / xd
 
 
 @pytest.mark.parametrize("x", [0.0, -1e-6, -0.03, -0.0499, -0.0501, -1.0, 2.0, -40.0])
-def test_the_chain_steps_gradient_of_f_0_x_x_is_half_of_phi1_second_derivative(x):
+def test_the_chain_steps_derivatives_of_f_0_x_x_are_those_of_phi1(x):
     # at equal nodes each gets phi1''(x) / 2 = f[0, x, x, x]: its series below |x| = 5e-2 (truncation
-    # < 1e-16, Horner's rounding a few eps: tolerance 1e-14), else (e^x - 2 phi1'(x)) / x (~6 eps / x^2
-    # < 1e-12 relative: tolerance 1e-11)
-    rel = 1e-14 if abs(x) < 5e-2 else 1e-11
-    with decimal.localcontext(_CTX):
-        xd = _D(x)
-        d2 = _D(1) / 3 if x == 0 else (_CTX.exp(xd) - 2 * _dd2_exact(x, x)) / xd
+    # < 1e-16, Horner's rounding a few eps: tolerance 1e-14), else (e^x - 2 phi1'(x)) / x (~12 eps / x^2
+    # < 1.2e-12 relative: tolerance 1e-11). Second derivatives (through the custom JVP's own
+    # derivatives): phi1''' [[1/3, 1/6], [1/6, 1/3]]; their largest error, at the switch points, is
+    # the closed forms' cancellation (~eps / x^3): tolerance 1e-8
+    _, d2, d3 = _phi1_derivatives_exact(x)
     gx, gy = jax.grad(_chain_dd2, argnums=(0, 1))(x, x)
+    rel = 1e-14 if abs(x) < 5e-2 else 1e-11
     assert float(gx) == pytest.approx(float(d2 / 2), rel=rel, abs=0)
     assert float(gy) == pytest.approx(float(d2 / 2), rel=rel, abs=0)
+    hessian = np.asarray(jax.hessian(_chain_dd2, argnums=(0, 1))(x, x)).reshape(2, 2)
+    want = float(d3) * np.array([[1 / 3, 1 / 6], [1 / 6, 1 / 3]])
+    np.testing.assert_allclose(hessian, want, rtol=1e-8, atol=0)
 
 
 @pytest.mark.parametrize("x", [0.0, -1e-7, -1e-4, -0.0499, -0.0501, -3.0, 2.0, -40.0])
-def test_the_chain_steps_gradient_of_phi1_matches_60_digit_arithmetic(x):
+@pytest.mark.parametrize("phi1", [_chain_phi1, _chain_phi1_second], ids=["first state", "second state"])
+def test_the_chain_steps_gradient_of_phi1_matches_60_digit_arithmetic(phi1, x):
     # d/dx phi1(x) = phi1'(x) = f[0, x, x]: its series below |x| = 5e-2, (e^x - phi1) / x above
     # (cancellation ~2 eps / |x| < 1e-14); tolerance 1e-12
-    assert float(jax.grad(_chain_phi1)(x)) == pytest.approx(float(_dd2_exact(x, x)), rel=1e-12, abs=0)
+    assert float(jax.grad(phi1)(x)) == pytest.approx(float(_dd2_exact(x, x)), rel=1e-12, abs=0)
 
 
 @_sixty_digits

@@ -20,10 +20,11 @@ with ``f[x, y] = (e^x - e^y) / (x - y)`` and ``f[0, x, y] = (f[0, x] - f[0, y]) 
 ``C(t) = F D ka / (V (ka - k)) (e^{-k t} - e^{-ka t})``.) The divided differences are
 evaluated without cancellation at equal or nearly equal rates (``ka ≈ k``, where the textbook
 formula divides 0 by 0) and without overflow for decaying states, so the solution is accurate
-to ~1e-11 relative in double precision at any rates, and so is its gradient (except within
-1e-5 relative of ``a == k`` for an infusion *into the first state*, ~1e-5 there); tests:
-against :mod:`bayesbio.population.linear`'s matrix exponential, a tight ODE solve, finite
-differences and 50-digit arithmetic.
+to ~1e-11 relative in double precision at any rates, and so is its gradient (except where
+``a τ`` and ``k τ`` differ by ~1e-5 to 1e-3 relative for an infusion *into the first state*:
+there the quotient of ``f[0, x, y]``'s derivative loses ~eps / (x - y)^2, up to ~1e-4 just
+outside the confluent band); tests: against :mod:`bayesbio.population.linear`'s matrix
+exponential, a tight ODE solve, finite differences and 60-digit arithmetic.
 
 ``K`` and ``c`` come from the user's ``rhs`` as for ``solver="expm"`` (``rhs`` must be linear
 in ``y`` and must not depend on ``t``). A two-state ``rhs`` whose first rate depends on the
@@ -61,7 +62,7 @@ __all__ = ["check_chain", "divided_difference_1", "divided_difference_2", "propa
 # eps / |z| and eps / |z|^2): the series' truncation errors there are < 1e-16 relative.
 _PHI1_SERIES_BELOW = 1e-3  # next term z^5 / 720 < 1.4e-18
 _DPHI1_SERIES_BELOW = 5e-2  # next term z^9 / 3991680 < 5e-19; the closed form's error there is ~eps / z^2 < 2e-13
-_D2PHI1_SERIES_BELOW = 5e-2  # phi1'': next term z^8 / 443520 < 1e-16; closed form ~6 eps / z^2 < 6e-13 there
+_D2PHI1_SERIES_BELOW = 5e-2  # phi1'': next term z^8 / 443520 < 1e-16; closed form ~12 eps / z^2 < 1.2e-12 there
 # Nodes of f[x, y] closer than this (absolute) use e^m sinh(h) / h (m, h: midpoint, half-distance)
 # by its series (next term h^8 / 9! < 3e-22); farther apart, (e^x - e^y) / (x - y) loses at
 # most ~eps / |x - y| < 2e-14 relative to cancellation. Near, rounding m itself costs up to
@@ -81,25 +82,26 @@ def _phi1(z):
     return jnp.where(small, series, jnp.expm1(zs) / zs)
 
 
+def _dphi1_series(z):
+    """phi1'(z) for |z| < 5e-2: the sum over m >= 0 of (m + 1) z^m / (m + 2)! (next term < 5e-19)."""
+    return 1 / 2 + z * (1 / 3 + z * (1 / 8 + z * (1 / 30 + z * (1 / 144 + z * (1 / 840 + z * (
+        1 / 5760 + z * (1 / 45360 + z / 403200)))))))
+
+
 def _dphi1(z, ez):
     """``d/dz (e^z - 1) / z = (z e^z - e^z + 1) / z^2`` (1/2 at 0), given ``ez = e^z``."""
     small = jnp.abs(z) < _DPHI1_SERIES_BELOW
     # each branch gets inputs it is finite at, so the unselected one adds no 0 * inf to the gradient
     zs, ezs, zz = jnp.where(small, 1.0, z), jnp.where(small, 1.0, ez), jnp.where(small, z, 0.0)
-    # sum over m >= 0 of (m + 1) z^m / (m + 2)!
-    series = 1 / 2 + zz * (1 / 3 + zz * (1 / 8 + zz * (1 / 30 + zz * (1 / 144 + zz * (1 / 840 + zz * (
-        1 / 5760 + zz * (1 / 45360 + zz / 403200)))))))
-    return jnp.where(small, series, (zs * ezs - (ezs - 1.0)) / zs**2)
+    return jnp.where(small, _dphi1_series(zz), (zs * ezs - (ezs - 1.0)) / zs**2)
 
 
 def _dphi1_from(z, ez, pz):
     """``phi1'(z) = (e^z - phi1(z)) / z`` from ``e^z`` and ``phi1(z)`` (cancellation ~2 eps / |z|;
-    the series of :func:`_dphi1` below 5e-2)."""
+    the series below 5e-2)."""
     small = jnp.abs(z) < _DPHI1_SERIES_BELOW
     zs, zz = jnp.where(small, 1.0, z), jnp.where(small, z, 0.0)
-    series = 1 / 2 + zz * (1 / 3 + zz * (1 / 8 + zz * (1 / 30 + zz * (1 / 144 + zz * (1 / 840 + zz * (
-        1 / 5760 + zz * (1 / 45360 + zz / 403200)))))))
-    return jnp.where(small, series, (ez - pz) / zs)
+    return jnp.where(small, _dphi1_series(zz), (ez - pz) / zs)
 
 
 def _d2phi1_from(z, ez, qz):
@@ -111,6 +113,16 @@ def _d2phi1_from(z, ez, qz):
     series = 1 / 3 + zz * (1 / 4 + zz * (1 / 10 + zz * (1 / 36 + zz * (1 / 168 + zz * (1 / 960 + zz * (
         1 / 6480 + zz / 50400))))))
     return jnp.where(small, series, (ez - 2 * qz) / zs)
+
+
+def _d3phi1_from(z, ez, rz):
+    """``phi1'''(z) = (e^z - 3 phi1''(z)) / z``, given ``e^z`` and ``rz = phi1''(z)``; below 5e-2 its
+    series, the sum over j >= 0 of ``(j + 1)(j + 2)(j + 3) z^j / (j + 4)!`` (next term < 1e-11
+    relative; only the confluent band's second-order terms rest on it)."""
+    small = jnp.abs(z) < _D2PHI1_SERIES_BELOW
+    zs, zz = jnp.where(small, 1.0, z), jnp.where(small, z, 0.0)
+    series = 1 / 4 + zz * (1 / 5 + zz * (1 / 12 + zz * (1 / 42 + zz * (1 / 192 + zz / 1080))))
+    return jnp.where(small, series, (ez - 3 * rz) / zs)
 
 
 def _divided_difference_1_from_exp(ex, ey, em, x, y):
@@ -142,7 +154,8 @@ def divided_difference_2(x, y):
     (``(e^x - 1 - x) / x^2`` at ``x == y``, 1/2 at ``x == y == 0``), stable at any real
     ``x, y`` below the overflow of ``e^x``, equal or not. Where ``x`` and ``y`` are within
     1e-5 of each other (relative), the derivative at their midpoint (value error ~1e-11
-    relative; gradient error ~1e-5 relative, in that band only).
+    relative; gradient error ~1e-5 relative, in and near that band; :func:`propagate_chain`
+    has its own, better derivatives there).
     """
     return _quotient_or_confluent(_phi1(x), _phi1(y), jnp.exp((x + y) / 2), x, y)
 
@@ -175,7 +188,7 @@ def _chain_coefficients(la, lk):
     """``(e^la, e^lk, f[0, la], f[0, lk], f[la, lk], f[0, la, lk])``: every function of the rates a
     chain step needs. Its derivatives are given in closed form (below) rather than traced
     through the guarded forms: differentiating a ``jnp.where`` differentiates both branches, and
-    that doubled the cost of a gradient."""
+    that cost ~25 % of a gradient at 1,000 patients (``benchmarks/README.md``)."""
     ea, ek, _, pa, pk, dd1, dd2 = _chain_primal(la, lk)
     return ea, ek, pa, pk, dd1, dd2
 
@@ -193,16 +206,21 @@ def _chain_coefficients_jvp(primals, tangents):
     h = jnp.where(near, d / 2, 0.0)
     h2 = h * h
     s0 = 1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))
-    s1 = h * (1 / 3 + h2 * (1 / 30 + h2 * (1 / 840 + h2 / 45360)))  # S'(h), next term h^9 / 3991680
+    s1 = h * (1 / 3 + h2 * (1 / 30 + h2 / 840))  # S'(h), next term h^7 / 45360 < 2.3e-19
     dn = jnp.where(near, 1.0, d)
     a1 = jnp.where(near, em * (s0 + s1) / 2, (ea - dd1) / dn)
     b1 = jnp.where(near, em * (s0 - s1) / 2, (dd1 - ek) / dn)
     # f[0, la, lk]: d/dla = f[0, la, la, lk] = (phi1'(la) - f) / d, d/dlk = (f - phi1'(lk)) / d; in the
-    # confluent band (where the value is phi1' at the midpoint) phi1'' / 2 at each node, O(|d|) relative
+    # confluent band, where the value is phi1'(m) (m the midpoint), the derivatives of the expansion
+    # f[0, la, lk] = phi1'(m) + d^2 phi1'''(m) / 24 + O(d^4): phi1''(m) / 2 +- d phi1'''(m) / 12, so
+    # that second derivatives (of this JVP) come out right too (phi1''' / 3 and / 6, to O(d))
     confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
     dc = jnp.where(confluent, 1.0, d)
-    a2 = jnp.where(confluent, _d2phi1_from(la, ea, qa) / 2, (qa - dd2) / dc)
-    b2 = jnp.where(confluent, _d2phi1_from(lk, ek, qk) / 2, (dd2 - qk) / dc)
+    m = (la + lk) / 2
+    r2 = _d2phi1_from(m, em, _dphi1(m, em))
+    r3d = d * _d3phi1_from(m, em, r2) / 12
+    a2 = jnp.where(confluent, r2 / 2 + r3d, (qa - dd2) / dc)
+    b2 = jnp.where(confluent, r2 / 2 - r3d, (dd2 - qk) / dc)
     return (ea, ek, pa, pk, dd1, dd2), (ea * ta, ek * tk, qa * ta, qk * tk, a1 * ta + b1 * tk, a2 * ta + b2 * tk)
 
 
