@@ -125,6 +125,16 @@ def _d3phi1_from(z, ez, rz):
     return jnp.where(small, series, (ez - 3 * rz) / zs)
 
 
+def _sinhc(h2):
+    """``sinh(h) / h`` from ``h2 = h^2``, for |h| < 1e-2 (next term h^8 / 9! < 3e-22)."""
+    return 1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))
+
+
+def _confluent(x, y):
+    """Nodes treated as one (``_CONFLUENT_BELOW``)."""
+    return jnp.abs(x - y) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(x), jnp.abs(y)))
+
+
 def _divided_difference_1_from_exp(ex, ey, em, x, y):
     """``f[x, y] = (e^x - e^y) / (x - y)`` from ``e^x``, ``e^y`` and ``e^m`` (``m = (x + y) / 2``)
     already computed (a chain step shares them): the quotient where the nodes are far apart,
@@ -133,8 +143,7 @@ def _divided_difference_1_from_exp(ex, ey, em, x, y):
     d = x - y
     near = jnp.abs(d) < _NEAR_BELOW
     h2 = jnp.where(near, (d / 2) ** 2, 0.0)  # finite in the unselected branch too (see _dphi1)
-    return jnp.where(near, em * (1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))),
-                     (ex - ey) / jnp.where(near, 1.0, d))
+    return jnp.where(near, em * _sinhc(h2), (ex - ey) / jnp.where(near, 1.0, d))
 
 
 def divided_difference_1(x, y):
@@ -168,9 +177,8 @@ def _propagate_one(y, tau, K, u):
 def _quotient_or_confluent(pa, pk, em, la, lk):
     """``f[0, la, lk]`` from ``phi1(la)``, ``phi1(lk)`` and ``e^m`` (``m`` the midpoint) already
     computed (see :func:`divided_difference_2`)."""
-    d = la - lk
-    confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
-    ds = jnp.where(confluent, 1.0, d)
+    confluent = _confluent(la, lk)
+    ds = jnp.where(confluent, 1.0, la - lk)
     return jnp.where(confluent, _dphi1((la + lk) / 2, em), (pa - pk) / ds)
 
 
@@ -205,7 +213,7 @@ def _chain_coefficients_jvp(primals, tangents):
     near = jnp.abs(d) < _NEAR_BELOW
     h = jnp.where(near, d / 2, 0.0)
     h2 = h * h
-    s0 = 1 + h2 * (1 / 6 + h2 * (1 / 120 + h2 / 5040))
+    s0 = _sinhc(h2)
     s1 = h * (1 / 3 + h2 * (1 / 30 + h2 / 840))  # S'(h), next term h^7 / 45360 < 2.3e-19
     dn = jnp.where(near, 1.0, d)
     a1 = jnp.where(near, em * (s0 + s1) / 2, (ea - dd1) / dn)
@@ -214,7 +222,7 @@ def _chain_coefficients_jvp(primals, tangents):
     # confluent band, where the value is phi1'(m) (m the midpoint), the derivatives of the expansion
     # f[0, la, lk] = phi1'(m) + d^2 phi1'''(m) / 24 + O(d^4): phi1''(m) / 2 +- d phi1'''(m) / 12, so
     # that second derivatives (of this JVP) come out right too (phi1''' / 3 and / 6, to O(d))
-    confluent = jnp.abs(d) < _CONFLUENT_BELOW * jnp.maximum(1.0, jnp.maximum(jnp.abs(la), jnp.abs(lk)))
+    confluent = _confluent(la, lk)
     dc = jnp.where(confluent, 1.0, d)
     m = (la + lk) / 2
     r2 = _d2phi1_from(m, em, _dphi1(m, em))
