@@ -20,6 +20,12 @@ adds ``population[_quick].json/md``: wall time per effective sample of the popul
 parameters, and bayesbio's cost of one log-density gradient (the batched solve of every
 patient plus its sensitivities), against N. Only the population parameters count for ESS
 (``ka_pop``, ``cl_pop``, ``v_pop``, ``omega_*``, ``sigma``), on both sides.
+
+``--solver`` picks other pairs of the same posterior (``VARIANTS``): both sides in closed form
+(``analytic``; Stan ``stan/population_pk_analytic.stan``), bayesbio's side centred and
+Laplace-whitened against Stan's non-centred program (``rk45-whitened``, ``analytic-whitened``)
+or against a centred Stan program (``rk45-centred``, ``analytic-centred``); each writes its own
+``population_<variant>_N<N>`` files (``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -40,20 +46,32 @@ NAME = "population"
 STAN_FILE = HERE / "stan" / "population_pk.stan"
 #: the bundled theophylline model solved by RK45 (the bundled model itself now uses the closed form)
 BAYESBIO_MODEL = str(HERE / "model_scripts" / "theophylline_rk45.py")
-#: ``--solver analytic``: both sides in closed form (the bundled model as it is; its Stan twin)
+WHITENED_RK45 = str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")
+WHITENED_ANALYTIC = str(HERE / "model_scripts" / "theophylline_analytic_whitened.py")
+#: ``--solver``: which bayesbio model script and Stan program run. ``closed_form``: both sides in closed form (the
+#: bundled model as it is; its Stan twin); ``whitened``: bayesbio's side centred, NUTS in Laplace-whitened
+#: coordinates (prefit="laplace"); ``stan_eta``: the Stan program's random effects, ``eta_z`` (non-centred: the
+#: standard normals) or ``eta`` (centred; the fairness check of a whitened comparison). The same posterior in all.
 VARIANTS = {
     "rk45": {"name": NAME, "stan_file": STAN_FILE, "bayesbio_model": BAYESBIO_MODEL},
     "analytic": {"name": f"{NAME}_analytic", "stan_file": HERE / "stan" / "population_pk_analytic.stan",
-                 "bayesbio_model": "theophylline"},
-    # the same posterior: bayesbio's side centred and whitened (prefit="laplace"), Stan's non-centred as in "rk45"
-    "rk45-whitened": {"name": f"{NAME}_whitened", "stan_file": STAN_FILE,
-                      "bayesbio_model": str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")},
-    # as "rk45-whitened", with Stan's program centred too (the fairness check of the whitened comparison)
+                 "bayesbio_model": "theophylline", "closed_form": True},
+    "rk45-whitened": {"name": f"{NAME}_whitened", "stan_file": STAN_FILE, "bayesbio_model": WHITENED_RK45,
+                      "whitened": True},
     "rk45-centred": {"name": f"{NAME}_centred", "stan_file": HERE / "stan" / "population_pk_centred.stan",
-                     "bayesbio_model": str(HERE / "model_scripts" / "theophylline_rk45_whitened.py")},
+                     "bayesbio_model": WHITENED_RK45, "whitened": True, "stan_eta": "eta"},
+    "analytic-whitened": {"name": f"{NAME}_analytic_whitened",
+                          "stan_file": HERE / "stan" / "population_pk_analytic.stan",
+                          "bayesbio_model": WHITENED_ANALYTIC, "closed_form": True, "whitened": True},
+    "analytic-centred": {"name": f"{NAME}_analytic_centred",
+                         "stan_file": HERE / "stan" / "population_pk_analytic_centred.stan",
+                         "bayesbio_model": WHITENED_ANALYTIC, "closed_form": True, "whitened": True,
+                         "stan_eta": "eta"},
 }
-#: the Stan program's random-effect parameter for each variant (chain starts are converted to it)
-STAN_RANDOM_EFFECTS = {"rk45": "eta_z", "analytic": "eta_z", "rk45-whitened": "eta_z", "rk45-centred": "eta"}
+for _v in VARIANTS.values():
+    _v.setdefault("closed_form", False)
+    _v.setdefault("whitened", False)
+    _v.setdefault("stan_eta", "eta_z")
 PARAMS = ["ka_pop", "cl_pop", "v_pop", "omega_ka", "omega_cl", "omega_v", "sigma"]
 # the tolerances of model_scripts/theophylline_rk45.py (make_model("rk45", rtol=1e-6, atol=1e-6, max_steps=5000))
 RTOL, ATOL, MAX_STEPS = 1e-6, 1e-6, 5000
@@ -185,8 +203,9 @@ def parser() -> argparse.ArgumentParser:
         help="rk45 (default): both sides solve the ODE (bayesbio's fused RK45, Stan's ode_rk45_tol); analytic: "
         "both sides in closed form (the bundled model, stan/population_pk_analytic.stan); rk45-whitened: as rk45, "
         "bayesbio's side centred with prefit='laplace' (model_scripts/theophylline_rk45_whitened.py); rk45-centred: "
-        "as rk45-whitened, Stan's program centred too (stan/population_pk_centred.stan); results "
-        "population[_analytic|_whitened|_centred]_N<N>.json/md",
+        "as rk45-whitened, Stan's program centred too (stan/population_pk_centred.stan); analytic-whitened, "
+        "analytic-centred: the same pairs in closed form. Results: "
+        + ", ".join(f"{k} {v['name']}_N<N>" for k, v in VARIANTS.items()) + " (.json/.md), and a summary without _N<N>",
     )
     p.add_argument(
         "--summary-only", action="store_true",
@@ -287,28 +306,35 @@ def main(argv=None) -> dict:
     name = variant["name"]
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     size = common.run_size(args)
-    whitened = args.solver in ("rk45-whitened", "rk45-centred")
-    stan_program = ("its centred program (`stan/population_pk_centred.stan`: `eta ~ normal(0, omega)` sampled "
-                    "directly, like bayesbio's side) with its diagonal metric" if args.solver == "rk45-centred" else
-                    "its non-centred program (`stan/population_pk.stan`) with its diagonal metric, as in the plain "
-                    "`rk45` comparison")
+    whitened, closed = variant["whitened"], variant["closed_form"]
+    stan_centred = variant["stan_eta"] == "eta"
+    title_suffix = ((", both in closed form" if closed else "")
+                    + (f"; bayesbio centred + whitened, Stan {'centred' if stan_centred else 'non-centred'}"
+                       if whitened else ""))
+    stan_file = f"`stan/{Path(variant['stan_file']).name}`"
+    if whitened:  # (only the whitened variants name their script and Stan's parameterisation)
+        stan_program = (f"its centred program ({stan_file}: `eta ~ normal(0, omega)` sampled directly, like "
+                        "bayesbio's side) with its diagonal metric" if stan_centred else
+                        f"its non-centred program ({stan_file}) with its diagonal metric, as in the plain "
+                        f"`{'analytic' if closed else 'rk45'}` comparison")
+        bb_script = f"model_scripts/{Path(variant['bayesbio_model']).name}"
     notes = [
         "Same posterior on both sides: the priors, likelihood and non-centred random effects of "
         "`models/theophylline.py`, and the same simulated table (Stan data built from it)."
         if not whitened else
         "Same posterior on both sides (priors, likelihood and simulated table of `models/theophylline.py`), in "
-        "different coordinates: bayesbio samples the centred random effects (`make_model(\"rk45\", centered=True)`) "
+        "different coordinates: bayesbio samples the centred random effects "
+        f"(`make_model(\"{'analytic' if closed else 'rk45'}\", centered=True)`, `{bb_script}`) "
         "in coordinates whitened by the per-patient block Hessian at its mean-field pre-fit's mean "
         f"(`prefit=\"laplace\"`, `bayesbio/infer/whiten.py`); Stan samples {stan_program}.",
         (f"ODE: bayesbio's fused RK45 with forward sensitivities (`solve_population`, all patients in one vmapped "
          f"solve; `model_scripts/theophylline_rk45.py`); Stan `ode_rk45_tol` patient by patient; rtol {RTOL:g}, "
          f"atol {ATOL:g}, max steps {MAX_STEPS} (Stan counts steps between output times)."
-         + (" bayesbio's script here: `model_scripts/theophylline_rk45_whitened.py`, the same solve."
-            if whitened else ""))
-        if args.solver != "analytic" else
-        ("Closed form on both sides: bayesbio's bundled model (`solve_population(..., solver=\"analytic\")`, all "
-         "patients in one vmapped call); Stan `stan/population_pk_analytic.stan`, the textbook one-compartment "
-         "formula vectorised over all observations."),
+         + (f" bayesbio's script here: `{bb_script}`, the same solve." if whitened else ""))
+        if not closed else
+        ("Closed form on both sides: bayesbio's " + (f"`{bb_script}`" if whitened else "bundled model")
+         + " (`solve_population(..., solver=\"analytic\")`, all patients in one vmapped call); Stan "
+         f"{stan_file}, the textbook one-compartment formula vectorised over all observations."),
         f"Data: `simulate_table(N, seed={DATA_SEED})` from `models/theophylline.py` (nlmixr2 Theoph estimates as "
         "truth, 4 mg/kg oral dose, 6–10 jittered samples per patient between 0.25 and 24 h).",
     ]
@@ -316,7 +342,8 @@ def main(argv=None) -> dict:
         notes.append(
             "Start: both sides' chains start at the same points, bayesbio's (the model's pre-fit draws, "
             "`bayesbio_chain_starts`"
-            + ("; for Stan's non-centred program `eta_z = eta / omega`). " if args.solver == "rk45-whitened" else "). ")
+            + ("; for Stan's non-centred program `eta_z = eta / omega`). "
+               if whitened and not stan_centred else "). ")
             + ("bayesbio's warm-up also starts from the pre-fit's variances as its inverse metric"
                if not whitened else
                "bayesbio's warm-up starts from the unit metric in its whitened coordinates")
@@ -346,6 +373,8 @@ def main(argv=None) -> dict:
             # run lengths may differ between sizes (each row names its own); seed and start may not
             same = old["settings"].get("seed") == args.seed
             same = same and old["settings"].get("stan_start", "stan") == args.stan_start
+            # results from before the solver was recorded are plain rk45 ones
+            same = same and old["settings"].get("solver", "rk45") == args.solver
             if same:
                 merged[n] = old
         table, rows = [], []
@@ -364,7 +393,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": name,
             "title": "Population PK scaling (theophylline model, simulated patients): bayesbio vs Stan"
-            + (", both in closed form" if args.solver == "analytic" else ""),
+            + title_suffix,
             "quick": bool(args.quick),
             "settings": {**size, "run_lengths": {str(n): _run_length(r["settings"]) for n, r in sorted(merged.items())},
                          "seed": args.seed, "chain_method": args.chain_method, "sizes": sorted(merged),
@@ -390,7 +419,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bayesbio-population-bench-") as tmp:
         for n in sizes:
             data_path, sdata = simulate(n, Path(tmp))
-            if args.solver == "analytic":  # the closed form takes no solver settings
+            if closed:  # the closed form takes no solver settings
                 sdata = {k: v for k, v in sdata.items() if k not in ("rtol", "atol", "max_num_steps")}
             sides = [s.strip() for s in args.sides.split(",") if s.strip()]
             if n > args.stan_max_n:
@@ -402,12 +431,11 @@ def main(argv=None) -> dict:
             stan_init = None
             if "stan" in sides and args.stan_start == "bayesbio":
                 stan_init = bayesbio_chain_starts(data_path, size["chains"], args.seed, variant["bayesbio_model"],
-                                                  STAN_RANDOM_EFFECTS[args.solver])
+                                                  variant["stan_eta"])
             runs[n] = common.run_benchmark(
                 sub,
                 name=f"{name}_N{n}",
-                title=f"Population PK, N = {n} patients: bayesbio vs Stan"
-                + (", both in closed form" if args.solver == "analytic" else ""),
+                title=f"Population PK, N = {n} patients: bayesbio vs Stan" + title_suffix,
                 bayesbio_model=variant["bayesbio_model"],
                 bayesbio_data=str(data_path),
                 stan_file=variant["stan_file"],

@@ -5,7 +5,8 @@ per-patient block Hessian at the mean-field pre-fit's mean (``bayesbio.infer.whi
 
 The posterior is the same as that of ``theophylline_rk45.py`` and of ``stan/population_pk.stan``
 (same priors, likelihood and data; the random effects in other coordinates). ``benchmarks/
-population.py --solver rk45-whitened`` fits it against that (non-centred) Stan program.
+population.py --solver rk45-whitened`` fits it against that (non-centred) Stan program,
+``--solver rk45-centred`` against ``stan/population_pk_centred.stan``.
 
     bayesbio fit benchmarks/model_scripts/theophylline_rk45_whitened.py --data table.csv
 """
