@@ -86,6 +86,12 @@ COLUMNS = ["id", "time_h", "amt_mg", "dv", "dvid", "evid", "wt_kg"]
 # of Stan's uniform(-2, 2) box give absorption rates of e^(2 + 2) /h and more
 init_strategy = init_to_median(num_samples=15)
 
+#: Simulation-based calibration settings (`bayesbio sbc warfarin_pkpd`): one chain per replication,
+#: one replication per batch (trajectory lengths differ a lot between replications); run with
+#: `--workers 2 --parallel processes` (two worker threads leak memory with this script:
+#: benchmarks/results/sbc/README.md). Result: benchmarks/results/sbc/warfarin_pkpd/.
+sbc = {"reps": 200, "warmup": 500, "draws": 99, "thin": 5, "batch": 1}
+
 dims = {name: ["patient"] for name in RANDOM}
 dims.update({"eta": ["patient", "random_effect"], "eta_z": ["patient", "random_effect"],
              "conc": ["patient", "record"], "pca": ["patient", "record"]})

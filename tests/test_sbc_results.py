@@ -21,8 +21,8 @@ WITH_SETTINGS = sorted(name for name in bb.bundled_models() if bb.load_model(nam
 
 def test_the_models_with_sbc_settings_are_the_ones_expected():
     # a guard against a family's SBC list silently dropping models
-    assert len(WITH_SETTINGS) >= 21, WITH_SETTINGS
-    assert {"lotka_volterra", "theophylline", "scratch_assay", "diffusivity_field", "treloar_ogden2", "treloar_ogden3", "budday_ogden1", "budday_ogden2", "deconvolution",
+    assert len(WITH_SETTINGS) >= 22, WITH_SETTINGS
+    assert {"lotka_volterra", "theophylline", "warfarin_pkpd", "scratch_assay", "diffusivity_field", "treloar_ogden2", "treloar_ogden3", "budday_ogden1", "budday_ogden2", "deconvolution",
             "backward_heat"} <= set(WITH_SETTINGS)
 
 
